@@ -1,0 +1,74 @@
+"""Evaluation of a ranker over a batch loader, per task."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from recsys.metrics.streaming import MultiTaskAccumulator
+from recsys.types import Batch
+
+METRIC_KEYS = ("auc", "logloss", "ne", "calibration")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, batches: Iterable[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs the model over ``batches``; returns (probabilities ``N x T``, labels ``N x T``)."""
+    was_training = model.training
+    model.eval()
+    probs, labels = [], []
+    try:
+        for batch in batches:
+            probs.append(torch.sigmoid(model(batch.dense, batch.sparse)).float().cpu())
+            labels.append(batch.labels.cpu())
+    finally:
+        model.train(was_training)
+    if not probs:
+        raise ValueError("evaluation got no batches: the split is empty")
+    return torch.cat(probs), torch.cat(labels)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable[Batch], task_names: tuple[str, ...]) -> dict:
+    """Streams the model over ``batches`` and returns metrics.
+
+    Single-task models give ``{"auc", "logloss", "ne", "calibration", "count", ...}``;
+    multi-task models give ``{task: {...}, ..., "mean_auc": float}``.
+    """
+    acc = MultiTaskAccumulator(list(task_names))
+    was_training = model.training
+    model.eval()
+    seen = 0
+    try:
+        for batch in batches:
+            acc.update(batch.labels, torch.sigmoid(model(batch.dense, batch.sparse)))
+            seen += len(batch)
+    finally:
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("evaluation got no batches: the split is empty")
+    return format_task_metrics(acc.compute(), task_names)
+
+
+def format_task_metrics(
+    per_task: Mapping[str, Mapping[str, Any]], task_names: tuple[str, ...]
+) -> dict:
+    """Flattens one task's metrics to the top level; keeps multi-task metrics per task name."""
+    if len(task_names) == 1:
+        return dict(per_task[task_names[0]])
+    out: dict[str, Any] = {t: dict(per_task[t]) for t in task_names}
+    out["mean_auc"] = float(sum(out[t]["auc"] for t in task_names) / len(task_names))
+    return out
+
+
+def headline(metrics: Mapping[str, Any], key: str = "auc") -> float:
+    """The single number early stopping watches: ``key`` for one task, its mean over tasks else."""
+    if key in metrics and not isinstance(metrics[key], Mapping):
+        return float(metrics[key])
+    values = [float(v[key]) for v in metrics.values() if isinstance(v, Mapping) and key in v]
+    if not values:
+        raise KeyError(f"metric {key!r} not found in evaluation results {sorted(metrics)}")
+    return sum(values) / len(values)

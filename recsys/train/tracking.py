@@ -1,0 +1,106 @@
+"""Experiment tracking with MLflow (the only module in ``recsys`` that imports mlflow).
+
+The default store is a SQLite file under the outputs folder (``sqlite:///.../mlflow.db``) with
+artifacts beside it, so a fresh machine needs no tracking server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+
+@dataclass
+class TrackingConfig:
+    """Where runs go. ``tracking_uri=None`` means ``sqlite:///<output_root>/mlflow.db``."""
+
+    enabled: bool = True
+    tracking_uri: str | None = None
+    experiment: str = "recsys"
+    run_name: str | None = None
+    log_model: bool = True
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping to ``{"a.b.c": value}``; lists become their string form."""
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def numeric_metrics(d: Mapping[str, Any], prefix: str) -> dict[str, float]:
+    """The finite numbers of a nested metrics mapping, flattened with '/' separators."""
+    out: dict[str, float] = {}
+    for key, value in flatten(d).items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if math.isfinite(float(value)):
+            out[f"{prefix}/{key.replace('.', '/')}"] = float(value)
+    return out
+
+
+class Tracker:
+    """Records one run; every method is a no-op when tracking is disabled."""
+
+    def __init__(self, config: TrackingConfig, output_root: Path) -> None:
+        self.config = config
+        self.output_root = output_root
+        self.run_id: str | None = None
+        self._mlflow: Any = None
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.config.tracking_uri:
+            return self.config.tracking_uri
+        return f"sqlite:///{(self.output_root / 'mlflow.db').resolve()}"
+
+    def start(self, params: Mapping[str, Any]) -> None:
+        """Starts the run and logs ``params`` (flattened, values truncated to MLflow's limit)."""
+        if not self.config.enabled:
+            return
+        import mlflow
+
+        self._mlflow = mlflow
+        self.output_root.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        if mlflow.get_experiment_by_name(self.config.experiment) is None:
+            artifacts = (self.output_root / "mlartifacts").resolve()
+            mlflow.create_experiment(self.config.experiment, artifact_location=artifacts.as_uri())
+        mlflow.set_experiment(self.config.experiment)
+        run = mlflow.start_run(run_name=self.config.run_name)
+        self.run_id = run.info.run_id
+        flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
+        items = list(flat.items())
+        for i in range(0, len(items), 100):
+            mlflow.log_params(dict(items[i : i + 100]))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if self._mlflow is not None and metrics:
+            self._mlflow.log_metrics(dict(metrics), step=step)
+
+    def log_artifact(self, path: Path) -> None:
+        if self._mlflow is not None:
+            self._mlflow.log_artifact(str(path))
+
+    def log_model(self, model: nn.Module, name: str = "model") -> None:
+        """Logs the trained module (pickled: the "pt2" format cannot hold TorchRec modules)."""
+        if self._mlflow is None or not self.config.log_model:
+            return
+        import mlflow.pytorch
+
+        mlflow.pytorch.log_model(model, name=name, serialization_format="pickle")
+
+    def end(self, status: str = "FINISHED") -> None:
+        if self._mlflow is not None:
+            self._mlflow.end_run(status=status)
+            self._mlflow = None

@@ -1,0 +1,438 @@
+"""The training loop for rankers.
+
+Embeddings are updated by a sparse optimizer (row-wise Adagrad by default), fused into the
+backward pass by FBGEMM's table-batched kernels when the model's embeddings are a
+``FusedEmbeddingBagCollection``; everything else by a dense optimizer. Both follow one
+learning-rate schedule (warm-up, then decay). The loop evaluates every N steps and at the end,
+stops early on the validation metric, restores the best weights, and writes checkpoints that
+resume to exactly the same continuation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torchrec.optim.fused import FusedOptimizerModule
+from tqdm.auto import tqdm
+
+from recsys.modules.embedding import split_parameters
+from recsys.train.checkpoint import (
+    LoopState,
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    loop_state_dict,
+    loop_state_from_dict,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from recsys.train.evaluation import evaluate, headline
+from recsys.train.schedule import ScheduleConfig, lr_factor
+from recsys.train.tracking import Tracker, numeric_metrics
+from recsys.types import Batch
+
+log = logging.getLogger(__name__)
+
+OptimizerFactory = Callable[[Sequence[nn.Parameter]], torch.optim.Optimizer]
+
+
+class BatchSource(Protocol):
+    """What the trainer needs from a loader (``recsys.data.loader.ParquetBatchLoader``)."""
+
+    def __len__(self) -> int: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+    def iter_from(self, batch_index: int) -> Iterator[Batch]: ...
+
+    def __iter__(self) -> Iterator[Batch]: ...
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when the validation ``metric`` has not improved for ``patience`` evaluations."""
+
+    enabled: bool = True
+    metric: str = "auc"
+    mode: str = "max"
+    patience: int = 3
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    """Periodic checkpoints. ``resume``: a checkpoint file, or ``latest`` for the newest one."""
+
+    every_steps: int | None = None
+    keep_last: int = 2
+    resume: str | None = None
+
+
+@dataclass
+class TrainerConfig:
+    """Settings of :class:`Trainer`; see the module docstring."""
+
+    batch_size: int = 2048
+    eval_batch_size: int = 16384
+    max_epochs: int = 1
+    max_steps: int | None = None
+    eval_every_steps: int | None = None
+    grad_clip_norm: float | None = None
+    loss_weights: dict[str, float] = field(default_factory=dict)
+    num_threads: int | None = None
+    interop_threads: int | None = None
+    progress: bool | None = None
+    log_every_steps: int = 50
+    prefetch: int = 2
+    shuffle: bool = True
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "eval_batch_size", "max_epochs", "log_every_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"trainer.max_steps must be >= 1 or null, got {self.max_steps}")
+
+
+@dataclass
+class FitResult:
+    """What :meth:`Trainer.fit` measured."""
+
+    state: LoopState
+    best_valid: dict[str, Any] | None
+    last_valid: dict[str, Any] | None
+    examples_per_sec: float
+    wall_seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "steps": self.state.step,
+            "epochs_completed": self.state.epoch,
+            "examples": self.state.examples,
+            "examples_per_sec": self.examples_per_sec,
+            "wall_seconds": self.wall_seconds,
+            "train_seconds": self.state.train_seconds,
+            "best_step": self.state.best_step,
+            "stopped_early": self.state.stopped_early,
+        }
+
+
+def apply_thread_settings(num_threads: int | None, interop_threads: int | None) -> None:
+    """Sets torch's intra-op (and, once per process, inter-op) thread counts."""
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    if interop_threads:
+        try:
+            torch.set_num_interop_threads(interop_threads)
+        except RuntimeError:  # only settable before the first parallel work in a process
+            log.debug("inter-op threads already fixed at %d", torch.get_num_interop_threads())
+
+
+class Trainer:
+    """Trains ``model`` (forward ``(dense B x D, sparse KJT) -> logits B x T``) with BCE per task.
+
+    Args:
+        model: a ranker from ``recsys.models``.
+        config: loop settings.
+        task_names: label names, in the order of the model's outputs.
+        dense_optimizer: builds the optimizer for non-embedding parameters.
+        sparse_optimizer: builds the optimizer for embedding parameters that are *not* fused
+            (fused embeddings carry their own optimizer).
+        tracker: MLflow run to log to (optional).
+        checkpoint_dir: where periodic checkpoints go (required for ``checkpoint.every_steps``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainerConfig,
+        *,
+        task_names: Sequence[str],
+        dense_optimizer: OptimizerFactory,
+        sparse_optimizer: OptimizerFactory | None = None,
+        tracker: Tracker | None = None,
+        checkpoint_dir: Path | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.task_names = tuple(task_names)
+        self.tracker = tracker
+        self.checkpoint_dir = checkpoint_dir
+        unknown = set(config.loss_weights) - set(self.task_names)
+        if unknown:
+            raise ValueError(
+                f"trainer.loss_weights names unknown tasks {sorted(unknown)}; "
+                f"tasks: {self.task_names}"
+            )
+        self.loss_weights = torch.tensor(
+            [float(config.loss_weights.get(t, 1.0)) for t in self.task_names]
+        )
+        sparse_params, dense_params = split_parameters(model)
+        self.fused: list[torch.optim.Optimizer] = [
+            m.fused_optimizer() for m in model.modules() if isinstance(m, FusedOptimizerModule)
+        ]
+        fused_params = {
+            id(p)
+            for m in model.modules()
+            if isinstance(m, FusedOptimizerModule)
+            for p in m.parameters()
+        }
+        plain_sparse = [p for p in sparse_params if id(p) not in fused_params and p.requires_grad]
+        self.dense_params = [p for p in dense_params if p.requires_grad]
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        if self.dense_params:
+            self.optimizers["dense"] = dense_optimizer(self.dense_params)
+        if plain_sparse:
+            if sparse_optimizer is None:
+                raise ValueError(
+                    "the model has non-fused embeddings but no sparse optimizer was given"
+                )
+            self.optimizers["sparse"] = sparse_optimizer(plain_sparse)
+        self._base_lrs = {
+            name: [g["lr"] for g in opt.param_groups]
+            for name, opt in self._all_optimizers().items()
+        }
+        self.state = LoopState()
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    # -- optimizers and schedule -------------------------------------------------------------
+    def _all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        out = dict(self.optimizers)
+        for i, opt in enumerate(self.fused):
+            out[f"fused{i}"] = opt
+        return out
+
+    def _set_lr(self, factor: float) -> float:
+        lr = 0.0
+        for name, opt in self._all_optimizers().items():
+            for group, base in zip(opt.param_groups, self._base_lrs[name]):
+                group["lr"] = base * factor
+                lr = group["lr"] if name == "dense" else lr or group["lr"]
+        for opt in self.fused:
+            opt.step()  # pushes the new lr into the fused kernel; its updates run in backward
+        return lr
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        total = steps_per_epoch * self.config.max_epochs
+        return min(total, self.config.max_steps) if self.config.max_steps else total
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizers": {n: o.state_dict() for n, o in self._all_optimizers().items()},
+            "loop": loop_state_dict(self.state),
+            "best_model": self.best_state,
+            "rng": rng_state(),
+        }
+
+    def load_state_dict(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model"])
+        optimizers = self._all_optimizers()
+        missing = set(optimizers) ^ set(payload["optimizers"])
+        if missing:
+            raise ValueError(
+                f"checkpoint optimizers {sorted(payload['optimizers'])} do not match "
+                f"the model's {sorted(optimizers)}"
+            )
+        for name, opt in optimizers.items():
+            opt.load_state_dict(payload["optimizers"][name])
+        self.state = loop_state_from_dict(payload["loop"])
+        self.best_state = payload.get("best_model")
+        set_rng_state(payload["rng"])
+
+    def save(self) -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        path = save_checkpoint(
+            checkpoint_path(self.checkpoint_dir, self.state.step), self.state_dict()
+        )
+        prune_checkpoints(self.checkpoint_dir, self.config.checkpoint.keep_last)
+        return path
+
+    def resume(self, spec: str) -> Path:
+        """Loads a checkpoint: a path, or ``latest`` for the newest in ``checkpoint_dir``."""
+        if spec == "latest":
+            if (
+                self.checkpoint_dir is None
+                or (path := latest_checkpoint(self.checkpoint_dir)) is None
+            ):
+                raise FileNotFoundError(
+                    f"checkpoint.resume=latest but no checkpoint in {self.checkpoint_dir}"
+                )
+        else:
+            path = Path(spec)
+        self.load_state_dict(load_checkpoint(path))
+        log.info("resumed from %s at step %d", path, self.state.step)
+        return path
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if logits.shape != labels.shape:
+            raise ValueError(
+                f"model output {tuple(logits.shape)} does not match labels {tuple(labels.shape)}"
+            )
+        per_task = nn.functional.binary_cross_entropy_with_logits(
+            logits, labels, reduction="none"
+        ).mean(0)
+        return (per_task * self.loss_weights).sum()
+
+    def _evaluate(self, loader: BatchSource) -> dict[str, Any]:
+        return evaluate(self.model, loader, self.task_names)
+
+    def _after_eval(self, metrics: dict[str, Any]) -> bool:
+        """Updates early-stopping state; returns True when training should stop."""
+        cfg = self.config.early_stopping
+        value = headline(metrics, cfg.metric)
+        best = self.state.best_metric
+        better = best is None or (
+            value > best + cfg.min_delta if cfg.mode == "max" else value < best - cfg.min_delta
+        )
+        self.state.history.append(
+            {"step": self.state.step, "metric": value, **numeric_metrics(metrics, "valid")}
+        )
+        if better:
+            self.state.best_metric = value
+            self.state.best_step = self.state.step
+            self.state.evals_without_improvement = 0
+            self.state.best_valid = metrics
+            self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+            return False
+        self.state.evals_without_improvement += 1
+        return cfg.enabled and self.state.evals_without_improvement >= cfg.patience
+
+    def fit(self, train: BatchSource, valid: BatchSource | None = None) -> FitResult:
+        """Trains until ``max_epochs``/``max_steps`` or early stopping, then restores the best."""
+        cfg = self.config
+        apply_thread_settings(cfg.num_threads, cfg.interop_threads)
+        if cfg.checkpoint.resume:
+            self.resume(cfg.checkpoint.resume)
+        steps_per_epoch = len(train)
+        if steps_per_epoch == 0:
+            raise ValueError(
+                "the training split yields no batches "
+                "(empty split, or batch_size larger than the split with drop_last)"
+            )
+        total = self.total_steps(steps_per_epoch)
+        eval_every = cfg.eval_every_steps
+        wall_start = time.perf_counter()
+        last_valid: dict[str, Any] | None = None
+        last_eval_step = -1
+        stop = self.state.stopped_early or self.state.step >= total
+        self.model.train()
+        while not stop and self.state.epoch < cfg.max_epochs:
+            train.set_epoch(self.state.epoch)
+            bar = tqdm(
+                total=steps_per_epoch,
+                initial=self.state.batch_in_epoch,
+                disable=not self._progress(),
+                desc=f"epoch {self.state.epoch + 1}/{cfg.max_epochs}",
+                unit="batch",
+                mininterval=1.0,
+            )
+            t0 = time.perf_counter()
+            window_examples, window_start = 0, t0
+            for batch in train.iter_from(self.state.batch_in_epoch):
+                lr = self._set_lr(lr_factor(cfg.schedule, self.state.step, total))
+                logits = self.model(batch.dense, batch.sparse)
+                loss = self._loss(logits, batch.labels)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss is {loss.item()} at step {self.state.step}; "
+                        "lower the learning rate or clip gradients"
+                    )
+                for opt in self.optimizers.values():
+                    opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip_norm:
+                    torch.nn.utils.clip_grad_norm_(self.dense_params, cfg.grad_clip_norm)
+                for opt in self.optimizers.values():
+                    opt.step()
+                self.state.step += 1
+                self.state.batch_in_epoch += 1
+                self.state.examples += len(batch)
+                window_examples += len(batch)
+                bar.update(1)
+                if self.state.step % cfg.log_every_steps == 0:
+                    now = time.perf_counter()
+                    rate = window_examples / max(now - window_start, 1e-9)
+                    bar.set_postfix(
+                        loss=f"{loss.item():.4f}", ex_per_s=f"{rate:,.0f}", refresh=False
+                    )
+                    if self.tracker:
+                        self.tracker.log_metrics(
+                            {
+                                "train/loss": loss.item(),
+                                "train/lr": lr,
+                                "train/examples_per_sec": rate,
+                            },
+                            step=self.state.step,
+                        )
+                    window_examples, window_start = 0, now
+                if eval_every and valid is not None and self.state.step % eval_every == 0:
+                    self.state.train_seconds += time.perf_counter() - t0
+                    last_valid, last_eval_step = self._evaluate(valid), self.state.step
+                    stop = self._after_eval(last_valid)
+                    self._log_eval(last_valid)
+                    t0 = time.perf_counter()
+                    window_start = t0
+                if cfg.checkpoint.every_steps and self.state.step % cfg.checkpoint.every_steps == 0:
+                    self.state.train_seconds += time.perf_counter() - t0
+                    self.save()
+                    t0 = time.perf_counter()
+                if stop or self.state.step >= total:
+                    stop = True
+                    break
+            self.state.train_seconds += time.perf_counter() - t0
+            bar.close()
+            if self.state.batch_in_epoch >= steps_per_epoch:
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+                if valid is not None and not eval_every and not stop:
+                    last_valid, last_eval_step = self._evaluate(valid), self.state.step
+                    stop = self._after_eval(last_valid)
+                    self._log_eval(last_valid)
+        if valid is not None and last_eval_step != self.state.step and self.state.step > 0:
+            last_valid = self._evaluate(valid)
+            self._after_eval(last_valid)
+            self._log_eval(last_valid)
+        self.state.stopped_early = (
+            self.state.evals_without_improvement >= cfg.early_stopping.patience
+            and cfg.early_stopping.enabled
+        )
+        if cfg.checkpoint.every_steps:
+            self.save()
+        best_valid = self.state.best_valid
+        if self.best_state is not None and cfg.early_stopping.restore_best:
+            self.model.load_state_dict(self.best_state)
+        else:
+            best_valid = last_valid
+        wall = time.perf_counter() - wall_start
+        rate = (
+            self.state.examples / self.state.train_seconds if self.state.train_seconds > 0 else 0.0
+        )
+        return FitResult(self.state, best_valid, last_valid, rate, wall)
+
+    def _log_eval(self, metrics: dict[str, Any]) -> None:
+        if self.tracker:
+            self.tracker.log_metrics(numeric_metrics(metrics, "valid"), step=self.state.step)
+
+    def _progress(self) -> bool:
+        if self.config.progress is None:
+            import sys
+
+            return sys.stderr.isatty()
+        return self.config.progress
