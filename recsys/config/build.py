@@ -1,0 +1,227 @@
+"""Builds the objects a run needs from a validated Hydra config.
+
+``plan_from_config`` is the bridge from configuration to the library: it resolves the data
+path against the data root, fingerprints the data settings (the prepared Parquet is cached by
+fingerprint), and wraps model, optimizers and trainer settings into a
+:class:`recsys.train.experiment.RunPlan`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from recsys.config.instantiate import instantiate_node
+from recsys.config.schema import ConfigError
+from recsys.data.prepared import PreparedDataset, prepare
+from recsys.data.preprocess import PreprocessConfig
+from recsys.data.source import RawSource
+from recsys.data.split import SplitConfig
+from recsys.modules.embedding import EmbeddingConfig, build_embeddings, embedding_tables
+from recsys.train.experiment import ModelRecipe, RunPlan
+from recsys.train.tracking import TrackingConfig
+from recsys.train.trainer import OptimizerFactory, TrainerConfig
+from recsys.types import FeatureSpec
+
+# Bump when the prepared-data layout changes, so old caches are rebuilt rather than misread.
+PREPARED_FORMAT_VERSION = 1
+
+SPARSE_TORCH_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "rowwise_adagrad": torch.optim.Adagrad,
+    "adagrad": torch.optim.Adagrad,
+    "adam": torch.optim.Adam,
+    "sgd": torch.optim.SGD,
+}
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
+
+
+def build_dataclass(cls: type, values: Any, path: str) -> Any:
+    """``cls(**values)`` with unknown keys reported as ``path.key``."""
+    values = dict(_container(values) or {})
+    fields = getattr(cls, "__dataclass_fields__", {})
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key '{path}.{unknown[0]}'; known keys: {sorted(fields)}")
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"bad value under '{path}': {e}") from None
+
+
+def resolve_data_path(path: str | None, data_root: str | Path) -> Path | None:
+    """A data path as given if it exists (absolute or relative to the working directory),
+    else relative to the data root."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    if p.exists():
+        return p.resolve()
+    candidate = Path(data_root).expanduser() / p
+    if candidate.exists():
+        return candidate.resolve()
+    raise ConfigError(
+        f"data.path '{path}' not found: looked at {p.resolve()} and {candidate.resolve()} "
+        "(set data.path to a file or folder, or the data root with RECSYS_DATA_ROOT)"
+    )
+
+
+def _stat_files(path: Path | None) -> list[tuple[str, int, int]]:
+    if path is None:
+        return []
+    files = [path] if path.is_file() else sorted(q for q in path.rglob("*") if q.is_file())
+    return [(str(f), f.stat().st_size, int(f.stat().st_mtime)) for f in files]
+
+
+def data_fingerprint(data_cfg: dict[str, Any], path: Path | None) -> str:
+    """Hash of the data settings and the input files' names, sizes and times."""
+    settings = {k: v for k, v in data_cfg.items() if k not in ("rebuild", "cache_dir")}
+    blob = json.dumps(
+        {"v": PREPARED_FORMAT_VERSION, "settings": settings, "files": _stat_files(path)},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def build_source(cfg: DictConfig) -> tuple[RawSource, Path | None]:
+    """The raw source of ``cfg.data`` and its resolved path."""
+    data = cfg.data
+    path = resolve_data_path(data.path, cfg.paths.data_root)
+    kwargs: dict[str, Any] = {}
+    if data.path_arg:
+        if path is None:
+            raise ConfigError(f"data set '{data.name}' needs data.path (a file or folder)")
+        kwargs[data.path_arg] = str(path)
+    return instantiate_node(data.source, "data.source", **kwargs), path
+
+
+def dataset_factory(cfg: DictConfig) -> tuple[Callable[[], PreparedDataset], Path]:
+    """A function that prepares (or reuses) the data set, and the folder it lands in."""
+    data_cfg = _container(cfg.data)
+    path = resolve_data_path(cfg.data.path, cfg.paths.data_root)
+    fingerprint = data_fingerprint(data_cfg, path)
+    cache = (
+        Path(cfg.data.cache_dir) if cfg.data.cache_dir else Path(cfg.paths.data_root) / "prepared"
+    )
+    out_dir = (cache / f"{cfg.data.name}-{fingerprint[:12]}").resolve()
+    preprocess = build_dataclass(PreprocessConfig, data_cfg.get("preprocess"), "data.preprocess")
+    split = build_dataclass(SplitConfig, data_cfg.get("split"), "data.split")
+
+    def make() -> PreparedDataset:
+        source, _ = build_source(cfg)
+        return prepare(
+            source,
+            out_dir,
+            preprocess,
+            split,
+            fingerprint=fingerprint,
+            overwrite=bool(cfg.data.rebuild),
+        )
+
+    return make, out_dir
+
+
+def dense_optimizer_factory(cfg: DictConfig) -> OptimizerFactory:
+    node = _container(cfg.optimizer)
+    if not node:
+        raise ConfigError("config key 'optimizer' is empty: choose one, e.g. optimizer=adam")
+    node = {**node, "_partial_": True}
+    partial = instantiate_node(node, "optimizer")
+
+    def make(params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+        return partial(params)
+
+    return make
+
+
+def sparse_optimizer_factory(cfg: DictConfig) -> OptimizerFactory:
+    """The optimizer for embeddings that are *not* fused (``model.fused=false``)."""
+    node = dict(_container(cfg.sparse_optimizer) or {})
+    kind = node.pop("type", "rowwise_adagrad")
+    if kind not in SPARSE_TORCH_OPTIMIZERS:
+        raise ConfigError(
+            f"sparse_optimizer.type {kind!r} is unknown; "
+            f"choose from {sorted(SPARSE_TORCH_OPTIMIZERS)}"
+        )
+    cls = SPARSE_TORCH_OPTIMIZERS[kind]
+
+    def make(params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+        try:
+            return cls(params, **node)
+        except TypeError as e:
+            raise ConfigError(f"bad key under 'sparse_optimizer': {e}") from None
+
+    return make
+
+
+def model_builder(
+    model_cfg: DictConfig, cfg: DictConfig, path: str
+) -> Callable[[FeatureSpec], nn.Module]:
+    """A function ``FeatureSpec -> model`` for the model node at ``path``."""
+    emb_cfg = build_dataclass(EmbeddingConfig, model_cfg.embedding, f"{path}.embedding")
+    fused = bool(model_cfg.fused)
+    sparse_opt = dict(_container(cfg.sparse_optimizer) or {})
+    arch = _container(model_cfg.arch)
+
+    def build(spec: FeatureSpec) -> nn.Module:
+        try:
+            tables = embedding_tables(spec, emb_cfg)
+        except ValueError as e:
+            raise ConfigError(f"bad '{path}.embedding': {e}") from None
+        embeddings = build_embeddings(tables, fused=fused, optimizer=sparse_opt if fused else None)
+        return instantiate_node(arch, f"{path}.arch", feature_spec=spec, embeddings=embeddings)
+
+    return build
+
+
+def recipe(
+    model_cfg: DictConfig, cfg: DictConfig, path: str, trainer: TrainerConfig
+) -> ModelRecipe:
+    return ModelRecipe(
+        name=str(model_cfg.name),
+        build=model_builder(model_cfg, cfg, path),
+        dense_optimizer=dense_optimizer_factory(cfg),
+        sparse_optimizer=None if model_cfg.fused else sparse_optimizer_factory(cfg),
+        trainer=trainer,
+    )
+
+
+def trainer_config(cfg: DictConfig) -> TrainerConfig:
+    return OmegaConf.to_object(cfg.trainer)  # type: ignore[return-value]
+
+
+def plan_from_config(cfg: DictConfig, run_dir: Path) -> RunPlan:
+    """The :class:`RunPlan` of a validated training config."""
+    if cfg.model is None:
+        raise ConfigError("no model chosen: set model=dlrm|dcn|multitask|logreg or an experiment")
+    trainer = trainer_config(cfg)
+    baselines = []
+    if cfg.baseline is not None:
+        base_trainer = trainer_config(cfg)
+        baselines.append(recipe(cfg.baseline, cfg, "baseline", base_trainer))
+    dataset, _ = dataset_factory(cfg)
+    tracking: TrackingConfig = OmegaConf.to_object(cfg.tracking)  # type: ignore[assignment]
+    if tracking.run_name is None:
+        tracking.run_name = str(cfg.name)
+    return RunPlan(
+        name=str(cfg.name),
+        run_dir=run_dir,
+        output_root=Path(cfg.paths.output_root),
+        seed=int(cfg.seed),
+        dataset=dataset,
+        model=recipe(cfg.model, cfg, "model", trainer),
+        baselines=baselines,
+        tracking=tracking,
+        params=_container(cfg),
+        resolved_config=OmegaConf.to_yaml(cfg, resolve=True),
+    )

@@ -1,0 +1,209 @@
+"""Every experiment file runs end to end through the CLI on tiny data, plus the CLI's contracts:
+metrics.json layout, closing lines, config typos, evaluate, data prepare, multirun, run dirs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.core.global_hydra import GlobalHydra
+
+from recsys.cli.main import main
+
+from ..conftest import ROOT, shared_data
+
+EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+SOCIAL_TINY = [
+    "data.source.config.n_users=1000",
+    "data.source.config.n_authors=100",
+    "data.source.config.n_posts=2000",
+    "data.source.config.n_impressions=20000",
+    "data.source.config.chunk_rows=10000",
+]
+METRIC_KEYS = {"auc", "logloss", "ne", "calibration"}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_roots(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """One data root (prepared caches are reused across tests) and one output root."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("RECSYS_DATA_ROOT", str(base / "data_root"))
+    monkeypatch.setenv("RECSYS_OUTPUT_ROOT", str(base / "outputs"))
+    GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()
+
+
+def run_cli(args: list[str], tmp_path: Path) -> tuple[Path, str]:
+    """Runs ``recsys ARGS hydra.run.dir=...``; returns the run folder and stdout."""
+    run_dir = tmp_path / "run"
+    main([*args, f"hydra.run.dir={run_dir}"])
+    return run_dir, ""
+
+
+def overrides_for(experiment: str) -> list[str]:
+    """Tiny data and few steps for an experiment file."""
+    extra = ["trainer.max_epochs=1"]
+    if "criteo" in experiment:
+        extra.append(f"data.path={shared_data('criteo-kaggle-head1000/train.txt')}")
+        extra += ["trainer.batch_size=128", "trainer.eval_every_steps=null"]
+    elif "movielens" in experiment:
+        extra.append(f"data.path={shared_data('ml-100k')}")
+        extra += ["trainer.max_steps=8", "trainer.batch_size=1024"]
+    else:
+        extra += [*SOCIAL_TINY, "trainer.max_steps=10", "trainer.batch_size=512"]
+        extra.append("trainer.eval_every_steps=null")
+    return extra
+
+
+def check_metrics(metrics: dict, tasks: list[str]) -> None:
+    assert set(metrics) >= {"test", "valid", "train", "data"}
+    assert metrics["train"]["examples_per_sec"] > 0 and metrics["train"]["wall_seconds"] > 0
+    for split in ("test", "valid"):
+        block = metrics[split]
+        if len(tasks) == 1:
+            assert set(block) >= METRIC_KEYS
+            assert 0.0 <= block["auc"] <= 1.0
+        else:
+            for t in tasks:
+                assert set(block[t]) >= METRIC_KEYS, (split, t)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_runs_end_to_end(
+    experiment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir, _ = run_cli(
+        ["train", f"experiment={experiment}", *overrides_for(experiment)], tmp_path
+    )
+    out = capsys.readouterr().out.strip().splitlines()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    tasks = metrics["data"]["labels"]
+    check_metrics(metrics, tasks)
+    assert out[-1] == f"metrics: {run_dir / 'metrics.json'}"
+    assert any(line.startswith("test ") for line in out[-12:])
+    assert (run_dir / "model.pt").is_file() and (run_dir / "config.resolved.yaml").is_file()
+    if "movielens" in experiment:
+        assert "logreg" in metrics["baselines"]
+        assert set(metrics["baselines"]["logreg"]["test"]) >= METRIC_KEYS
+        assert sum(metrics["data"]["rows"].values()) == 100_000
+    if "criteo" in experiment:
+        lines = shared_data("criteo-kaggle-head1000/train.txt").read_bytes().count(b"\n") + 1
+        assert sum(metrics["data"]["rows"].values()) == lines
+    if "social" in experiment or experiment == "quickstart":
+        assert len(tasks) == 5
+        best = metrics["data"]["best_achievable_auc"]
+        assert set(best) == set(tasks) and all(0.5 < v <= 1.0 for v in best.values())
+        assert any("best achievable auc" in line for line in out)
+
+
+def test_evaluate_rescores_a_saved_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir, _ = run_cli(
+        ["train", "experiment=dlrm_criteo_tiny", *overrides_for("dlrm_criteo_tiny")], tmp_path
+    )
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    GlobalHydra.instance().clear()
+    main(["evaluate", f"evaluate.run_dir={run_dir}", f"hydra.run.dir={tmp_path / 'eval'}"])
+    out = capsys.readouterr().out.strip().splitlines()
+    rescored = json.loads((run_dir / "eval-test.json").read_text())
+    assert rescored["auc"] == pytest.approx(trained["test"]["auc"], abs=1e-6)
+    assert out[-1] == f"metrics: {run_dir / 'eval-test.json'}"
+
+
+def test_config_typos_name_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["train", "experiment=dlrm_criteo_tiny", *overrides_for("dlrm_criteo_tiny")]
+    cases = {
+        "trainer.batch_sise=3": "batch_sise",
+        "+trainer.max_epoch=3": "max_epoch",
+        "+model.arch.cross_layerz=2": "cross_layerz",
+        "+data.preprocess.min_freqq=2": "min_freqq",
+        "trainer.schedule.decay=sometimes": "decay",
+        "experiment=dlrm_critter": "dlrm_critter",
+    }
+    for i, (override, key) in enumerate(cases.items()):
+        GlobalHydra.instance().clear()
+        with pytest.raises(SystemExit):
+            main([*base, override, f"hydra.run.dir={tmp_path / str(i)}"])
+        err = capsys.readouterr().err
+        assert key in err, (override, err)
+        assert not (tmp_path / str(i) / "metrics.json").exists()
+
+
+def test_bad_criteo_rows_error_or_skip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = shared_data("criteo-kaggle-head1000/train.txt").read_text().splitlines()[:300]
+    fields = rows[41].split("\t")
+    fields[5] = "12x"  # I5 is not an integer
+    rows[41] = "\t".join(fields)
+    bad = tmp_path / "bad.txt"
+    bad.write_text("\n".join(rows) + "\n")
+    base = ["train", "experiment=dlrm_criteo_tiny", f"data.path={bad}", "trainer.max_steps=2"]
+    with pytest.raises(SystemExit):
+        main([*base, f"hydra.run.dir={tmp_path / 'strict'}"])
+    err = capsys.readouterr().err
+    assert str(bad) in err and "line 42" in err and "I5" in err
+    GlobalHydra.instance().clear()
+    main([*base, "data.source.on_bad_rows=skip", f"hydra.run.dir={tmp_path / 'lenient'}"])
+    metrics = json.loads((tmp_path / "lenient" / "metrics.json").read_text())
+    assert metrics["data"]["bad_rows_skipped"] == 1
+    assert sum(metrics["data"]["rows"].values()) == 299
+
+
+def test_data_prepare_and_data_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ml = shared_data("ml-100k")
+    monkeypatch.setenv("RECSYS_DATA_ROOT", str(ml.parent))
+    main(
+        [
+            "data",
+            "prepare",
+            "data=movielens",
+            "data.path=ml-100k",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            f"hydra.run.dir={tmp_path / 'prep'}",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "rows {'train': 80000, 'valid': 10000, 'test': 10000}" in out
+    prepared = Path(out.strip().splitlines()[-1].removeprefix("prepared: "))
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["feature_spec"]["labels"] == ["label"]
+    GlobalHydra.instance().clear()
+    with pytest.raises(SystemExit):
+        main(
+            [
+                "data",
+                "prepare",
+                "data=movielens",
+                "data.path=no-such-folder",
+                f"hydra.run.dir={tmp_path / 'missing'}",
+            ]
+        )
+    assert "no-such-folder" in capsys.readouterr().err
+
+
+def test_multirun_sweeps(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    main(
+        [
+            "train",
+            "--multirun",
+            "experiment=dlrm_criteo_tiny",
+            *overrides_for("dlrm_criteo_tiny"),
+            "trainer.max_steps=2,3",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    runs = sorted(sweep.glob("*/metrics.json"))
+    assert len(runs) == 2
+    steps = sorted(json.loads(p.read_text())["train"]["steps"] for p in runs)
+    assert steps == [2, 3]
+
+
+def test_console_script_help() -> None:
+    exe = Path(sys.executable).with_name("recsys")
+    result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
+    assert "quickstart" in result.stdout and "bench train" in result.stdout
