@@ -15,6 +15,7 @@ from recsys.config.build import dataset_factory, model_builder, plan_from_config
 from recsys.config.schema import ConfigError, validate
 from recsys.train.evaluation import evaluate
 from recsys.train.experiment import run_experiment
+from recsys.train.trainer import resolve_device
 
 METRICS = ("auc", "logloss", "ne", "calibration")
 
@@ -96,7 +97,8 @@ def evaluate_task(cfg: DictConfig) -> None:
     if split not in ("train", "valid", "test"):
         raise ConfigError(f"evaluate.split must be train, valid or test, got {split!r}")
     loader = dataset.loader(split, run_cfg.trainer.eval_batch_size)
-    metrics = evaluate(model, loader, dataset.spec.labels)
+    device = resolve_device(str(run_cfg.trainer.device))
+    metrics = evaluate(model, loader, dataset.spec.labels, device=device)
     out = run_dir / f"eval-{split}.json"
     out.write_text(json.dumps(metrics, indent=2))
     body = _fmt(metrics) if "auc" in metrics else f"mean auc {metrics['mean_auc']:.4f}"

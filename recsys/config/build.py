@@ -27,7 +27,7 @@ from recsys.data.split import SplitConfig
 from recsys.modules.embedding import EmbeddingConfig, build_embeddings, embedding_tables
 from recsys.train.experiment import ModelRecipe, RunPlan
 from recsys.train.tracking import TrackingConfig
-from recsys.train.trainer import OptimizerFactory, TrainerConfig
+from recsys.train.trainer import OptimizerFactory, TrainerConfig, resolve_device
 from recsys.types import FeatureSpec
 
 # Bump when the prepared-data layout changes, so old caches are rebuilt rather than misread.
@@ -170,6 +170,7 @@ def model_builder(
     """A function ``FeatureSpec -> model`` for the model node at ``path``."""
     emb_cfg = build_dataclass(EmbeddingConfig, model_cfg.embedding, f"{path}.embedding")
     fused = bool(model_cfg.fused)
+    device = resolve_device(str(cfg.trainer.device))
     sparse_opt = dict(_container(cfg.sparse_optimizer) or {})
     arch = _container(model_cfg.arch)
 
@@ -178,8 +179,11 @@ def model_builder(
             tables = embedding_tables(spec, emb_cfg)
         except ValueError as e:
             raise ConfigError(f"bad '{path}.embedding': {e}") from None
-        embeddings = build_embeddings(tables, fused=fused, optimizer=sparse_opt if fused else None)
-        return instantiate_node(arch, f"{path}.arch", feature_spec=spec, embeddings=embeddings)
+        embeddings = build_embeddings(
+            tables, fused=fused, optimizer=sparse_opt if fused else None, device=device
+        )
+        model = instantiate_node(arch, f"{path}.arch", feature_spec=spec, embeddings=embeddings)
+        return model.to(device)
 
     return build
 

@@ -111,6 +111,31 @@ class PreparedDataset:
         """The fitted preprocessing, for applying the same mapping to new raw rows."""
         return FittedPreprocessor.load(self.root / "artifacts")
 
+    def annotate(self, key: str, value: Any) -> None:
+        """Adds ``key`` to the manifest (facts measured after preparing, such as the synthetic
+        generator's best achievable AUC), rewriting it atomically. Core keys cannot be changed."""
+        if key in _CORE_KEYS:
+            raise ValueError(f"manifest key {key!r} is written by prepare() and cannot be changed")
+        manifest = {**self.manifest, key: value}
+        _write_manifest(self.root / MANIFEST, manifest)
+        self.manifest = manifest
+
+
+_CORE_KEYS = frozenset(
+    ("fingerprint", "source", "raw_schema", "feature_spec", "splits", "read_report", "preprocess",
+     "split", "created_at")
+)
+
+
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    """Writes the manifest to a temporary file, syncs it, then renames it into place."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        json.dump(manifest, fh, indent=2, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
 
 def load_prepared(out_dir: Path) -> PreparedDataset:
     """Opens a prepared data set; raises ``FileNotFoundError`` if it has no manifest."""
@@ -239,12 +264,7 @@ def prepare(
         "row_group_size": row_group_size,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    tmp = out_dir / (MANIFEST + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(manifest, fh, indent=2, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, manifest_path)
+    _write_manifest(manifest_path, manifest)
     return PreparedDataset(out_dir, spec, manifest)
 
 

@@ -15,24 +15,12 @@ METRIC_KEYS = ("auc", "logloss", "ne", "calibration")
 
 
 @torch.no_grad()
-def predict(model: nn.Module, batches: Iterable[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Runs the model over ``batches``; returns (probabilities ``N x T``, labels ``N x T``)."""
-    was_training = model.training
-    model.eval()
-    probs, labels = [], []
-    try:
-        for batch in batches:
-            probs.append(torch.sigmoid(model(batch.dense, batch.sparse)).float().cpu())
-            labels.append(batch.labels.cpu())
-    finally:
-        model.train(was_training)
-    if not probs:
-        raise ValueError("evaluation got no batches: the split is empty")
-    return torch.cat(probs), torch.cat(labels)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[Batch], task_names: tuple[str, ...]) -> dict:
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    task_names: tuple[str, ...],
+    device: torch.device | None = None,
+) -> dict:
     """Streams the model over ``batches`` and returns metrics.
 
     Single-task models give ``{"auc", "logloss", "ne", "calibration", "count", ...}``;
@@ -44,7 +32,9 @@ def evaluate(model: nn.Module, batches: Iterable[Batch], task_names: tuple[str, 
     seen = 0
     try:
         for batch in batches:
-            acc.update(batch.labels, torch.sigmoid(model(batch.dense, batch.sparse)))
+            if device is not None and device.type != "cpu":
+                batch = batch.to(device, non_blocking=True)
+            acc.update(batch.labels.cpu(), torch.sigmoid(model(batch.dense, batch.sparse)).cpu())
             seen += len(batch)
     finally:
         model.train(was_training)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 
@@ -96,9 +97,22 @@ class Tracker:
         """Logs the trained module (pickled: the "pt2" format cannot hold TorchRec modules)."""
         if self._mlflow is None or not self.config.log_model:
             return
+        import logging
+
         import mlflow.pytorch
 
-        mlflow.pytorch.log_model(model, name=name, serialization_format="pickle")
+        # Pin the requirements instead of letting MLflow infer them (slow, and it warns about
+        # torch's "+cpu" label); its pickle-safety warning is known: models are our own files.
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", "torchrec", "recsys-social"]
+        quiet = logging.getLogger("mlflow.pytorch")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            mlflow.pytorch.log_model(
+                model, name=name, serialization_format="pickle", pip_requirements=requirements
+            )
+        finally:
+            quiet.setLevel(level)
 
     def end(self, status: str = "FINISHED") -> None:
         if self._mlflow is not None:

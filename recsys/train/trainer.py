@@ -91,6 +91,8 @@ class TrainerConfig:
     loss_weights: dict[str, float] = field(default_factory=dict)
     num_threads: int | None = None
     interop_threads: int | None = None
+    device: str = "auto"
+    precision: str = "fp32"
     progress: bool | None = None
     log_every_steps: int = 50
     prefetch: int = 2
@@ -105,6 +107,9 @@ class TrainerConfig:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"trainer.max_steps must be >= 1 or null, got {self.max_steps}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"trainer.precision must be fp32 or bf16, got {self.precision!r}")
+        resolve_device(self.device)
 
 
 @dataclass
@@ -128,6 +133,17 @@ class FitResult:
             "best_step": self.state.best_step,
             "stopped_early": self.state.stopped_early,
         }
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when a GPU is present, else CPU; ``cpu`` and ``cuda[:N]`` as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu" or name.startswith("cuda"):
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"trainer.device={name!r} but no CUDA device is available")
+        return torch.device(name)
+    raise ValueError(f"trainer.device must be auto, cpu or cuda[:N], got {name!r}")
 
 
 def apply_thread_settings(num_threads: int | None, interop_threads: int | None) -> None:
@@ -207,6 +223,7 @@ class Trainer:
         }
         self.state = LoopState()
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.device = resolve_device(config.device)
 
     # -- optimizers and schedule -------------------------------------------------------------
     def _all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -290,8 +307,12 @@ class Trainer:
         ).mean(0)
         return (per_task * self.loss_weights).sum()
 
+    @property
+    def _bf16(self) -> bool:
+        return self.config.precision == "bf16"
+
     def _evaluate(self, loader: BatchSource) -> dict[str, Any]:
-        return evaluate(self.model, loader, self.task_names)
+        return evaluate(self.model, loader, self.task_names, device=self.device)
 
     def _after_eval(self, metrics: dict[str, Any]) -> bool:
         """Updates early-stopping state; returns True when training should stop."""
@@ -347,8 +368,11 @@ class Trainer:
             window_examples, window_start = 0, t0
             for batch in train.iter_from(self.state.batch_in_epoch):
                 lr = self._set_lr(lr_factor(cfg.schedule, self.state.step, total))
-                logits = self.model(batch.dense, batch.sparse)
-                loss = self._loss(logits, batch.labels)
+                if self.device.type != "cpu":
+                    batch = batch.to(self.device, non_blocking=True)
+                with torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16):
+                    logits = self.model(batch.dense, batch.sparse)
+                loss = self._loss(logits.float(), batch.labels)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"loss is {loss.item()} at step {self.state.step}; "

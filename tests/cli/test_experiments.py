@@ -4,6 +4,7 @@ metrics.json layout, closing lines, config typos, evaluate, data prepare, multir
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,35 @@ def test_console_script_help() -> None:
     exe = Path(sys.executable).with_name("recsys")
     result = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True)
     assert "quickstart" in result.stdout and "bench train" in result.stdout
+
+
+def test_mlflow_and_manifest_record_the_run(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    run_dir, _ = run_cli(
+        [
+            "train",
+            "experiment=multitask_social_tiny",
+            "trainer.log_every_steps=5",
+            *overrides_for("multitask_social_tiny"),
+        ],
+        tmp_path,
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    manifest = json.loads((Path(metrics["data"]["path"]) / "manifest.json").read_text())
+    assert manifest["best_achievable_auc"]["test"] == metrics["data"]["best_achievable_auc"]
+    db = Path(os.environ["RECSYS_OUTPUT_ROOT"]) / "mlflow.db"
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("multitask_social_tiny")
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.params["trainer.batch_size"] == "512"
+    assert run.data.params["model.arch._target_"] == "recsys.models.multitask.MultiTaskRanker"
+    assert run.data.metrics["test/like/auc"] == pytest.approx(metrics["test"]["like"]["auc"])
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [5, 10]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "config.resolved.yaml"} <= artifacts
+    models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
+    assert any(m.source_run_id == run.info.run_id for m in models)  # the logged model

@@ -266,3 +266,20 @@ def test_multitask_loss_weights_and_bad_settings(toy_dataset: PreparedDataset) -
         *loaders(toy_dataset, cfg)
     )
     assert result.state.step == 10 and math.isfinite(result.best_valid["mean_auc"])
+
+
+def test_bf16_autocast_trains_and_settings_are_checked(toy_dataset: PreparedDataset) -> None:
+    model = make_dlrm(toy_dataset)
+    cfg = TrainerConfig(batch_size=128, max_epochs=3, precision="bf16", progress=False)
+    Trainer(model, cfg, task_names=toy_dataset.spec.labels, dense_optimizer=adam).fit(
+        *loaders(toy_dataset, cfg)
+    )
+    after = evaluate(model, toy_dataset.loader("test", 4096), toy_dataset.spec.labels)
+    assert after["mean_auc"] > 0.7
+    with pytest.raises(ValueError, match="precision"):
+        TrainerConfig(precision="fp8")
+    with pytest.raises(ValueError, match="device"):
+        TrainerConfig(device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            TrainerConfig(device="cuda")
