@@ -240,3 +240,54 @@ def test_mlflow_and_manifest_record_the_run(tmp_path: Path) -> None:
     assert {"metrics.json", "config.resolved.yaml"} <= artifacts
     models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert any(m.source_run_id == run.info.run_id for m in models)  # the logged model
+
+
+def test_a_new_ctr_log_needs_only_config(tmp_path: Path) -> None:
+    import numpy as np
+    import polars as pl
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    shop = rng.integers(0, 40, n)
+    device = rng.choice(["ios", "android", "web"], n)
+    price = rng.gamma(2.0, 10.0, n)
+    logit = (shop % 7 - 3) * 0.5 + (device == "ios") * 0.8 - price / 40
+    pl.DataFrame(
+        {
+            "clicked": (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int),
+            "shop": shop.astype(str),
+            "device": device,
+            "price": price.round(2),
+            "tags": ["|".join(f"k{(i * 7 + j) % 11}" for j in range(i % 3)) for i in range(n)],
+            "ts": 1_700_000_000 + np.arange(n) * 60,
+        }
+    ).write_csv(tmp_path / "log.csv")
+    config = tmp_path / "conf"
+    (config / "data").mkdir(parents=True)
+    (config / "data" / "shop_log.yaml").write_text(
+        (ROOT / "configs" / "data" / "ctr_table.yaml")
+        .read_text()
+        .replace("name: ctr_table", "name: shop_log")
+        .replace("labels: [click]", "labels: [clicked]")
+        .replace("dense: []", "dense: [price]")
+        .replace("sparse: []", "sparse: [shop, device]")
+        .replace("multi: {}", 'multi: {tags: "|"}')
+        .replace("timestamp: null", "timestamp: ts")
+        .replace("kind: random", "kind: temporal")
+    )
+    run_dir, _ = run_cli(
+        [
+            "train",
+            f"hydra.searchpath=[file://{config}]",
+            "data=shop_log",
+            f"data.path={tmp_path / 'log.csv'}",
+            "model=dcn",
+            "trainer.batch_size=256",
+            "trainer.max_epochs=3",
+        ],
+        tmp_path,
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["data"]["rows"] == {"train": 2400, "valid": 300, "test": 300}
+    assert metrics["data"]["num_dense"] == 1 and metrics["data"]["num_sparse"] == 3
+    assert metrics["test"]["auc"] > 0.6
