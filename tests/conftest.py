@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys.data.prepared import PreparedDataset, prepare
 from recsys.data.preprocess import PreprocessConfig
 from recsys.data.source import ReadReport
 from recsys.data.split import SplitConfig
-from recsys.types import RawSchema
+from recsys.types import FeatureSpec, RawSchema
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -103,4 +105,23 @@ def toy_dataset(tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
     out = tmp_path_factory.mktemp("toy") / "prepared"
     return prepare(
         ToySource(), out, PreprocessConfig(), SplitConfig(kind="temporal"), fingerprint="toy-v1"
+    )
+
+
+def random_kjt(spec: FeatureSpec, batch: int, g: torch.Generator | int = 0) -> KeyedJaggedTensor:
+    """Random ids for ``spec``: one per row for single-valued features, 0..3 (some rows empty)
+    for multi-hot ones. ``g`` is a generator or a seed."""
+    if isinstance(g, int):
+        g = torch.Generator().manual_seed(g)
+    values, lengths = [], []
+    for f in spec.sparse:
+        lens = (
+            torch.randint(0, 4, (batch,), generator=g)
+            if f.multi_hot
+            else torch.ones(batch, dtype=torch.long)
+        )
+        lengths.append(lens)
+        values.append(torch.randint(0, f.cardinality, (int(lens.sum()),), generator=g))
+    return KeyedJaggedTensor.from_lengths_sync(
+        spec.sparse_names, torch.cat(values), torch.cat(lengths)
     )

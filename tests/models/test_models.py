@@ -24,6 +24,8 @@ from recsys.modules.embedding import (
 )
 from recsys.types import FeatureSpec, SparseFeature
 
+from ..conftest import random_kjt
+
 SPARSE = (
     SparseFeature("user", 40),
     SparseFeature("item", 50),
@@ -62,20 +64,7 @@ CLASSES = {
 RWA = {"type": "rowwise_adagrad", "lr": 0.1}
 
 
-def make_kjt(spec: FeatureSpec, batch: int, g: torch.Generator) -> KeyedJaggedTensor:
-    """Random ids: one per row for single-valued features, 0..3 (some empty) for multi-hot."""
-    values, lengths = [], []
-    for f in spec.sparse:
-        lens = (
-            torch.randint(0, 4, (batch,), generator=g)
-            if f.multi_hot
-            else torch.ones(batch, dtype=torch.long)
-        )
-        lengths.append(lens)
-        values.append(torch.randint(0, f.cardinality, (int(lens.sum()),), generator=g))
-    return KeyedJaggedTensor.from_lengths_sync(
-        spec.sparse_names, torch.cat(values), torch.cat(lengths)
-    )
+make_kjt = random_kjt
 
 
 def build(

@@ -23,6 +23,8 @@ from recsys.modules.interaction import CrossLayer, CrossNetwork, DotInteraction
 from recsys.modules.mlp import MLP
 from recsys.types import FeatureSpec, SparseFeature
 
+from ..conftest import random_kjt
+
 SPEC = FeatureSpec(
     dense=("d0", "d1"),
     sparse=(
@@ -35,21 +37,7 @@ SPEC = FeatureSpec(
 )
 
 
-def make_kjt(spec: FeatureSpec, batch: int, seed: int = 0) -> KeyedJaggedTensor:
-    """Random ids: one per row for single-valued features, 0..3 for multi-hot ones."""
-    g = torch.Generator().manual_seed(seed)
-    values, lengths = [], []
-    for f in spec.sparse:
-        lens = (
-            torch.randint(0, 4, (batch,), generator=g)
-            if f.multi_hot
-            else torch.ones(batch, dtype=torch.long)
-        )
-        lengths.append(lens)
-        values.append(torch.randint(0, f.cardinality, (int(lens.sum()),), generator=g))
-    return KeyedJaggedTensor.from_lengths_sync(
-        spec.sparse_names, torch.cat(values), torch.cat(lengths)
-    )
+make_kjt = random_kjt
 
 
 RWA = {"type": "rowwise_adagrad", "lr": 0.1}
@@ -160,7 +148,7 @@ def test_fused_matches_plain_forward_with_interleaved_pooling() -> None:
     plain = build_embeddings(tables, fused=False)
     fused = build_embeddings(tables, fused=True, optimizer=RWA)
     fused.load_state_dict(plain.state_dict())
-    kjt = make_kjt(SPEC, 16, seed=3)
+    kjt = make_kjt(SPEC, 16, 3)
     a, b = plain(kjt).to_dict(), fused(kjt).to_dict()
     assert set(a) == set(b) == set(SPEC.sparse_names)
     for name in a:
