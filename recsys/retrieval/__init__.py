@@ -1,0 +1,1 @@
+"""recsys.retrieval: candidate retrieval (baselines, negative sampling, the ANN index)."""
