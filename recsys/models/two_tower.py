@@ -1,0 +1,191 @@
+"""Two-tower retrieval model: a user tower and an item tower scored by cosine similarity.
+
+Parts (all named, embeddings passed in):
+
+* ``user_embeddings``: a TorchRec embedding-bag collection (plain or fused) over the user-side
+  sparse features, e.g. ``user`` (one id) and ``history`` (a multi-hot bag of recently engaged
+  item ids, pooled by mean; an empty bag pools to zeros).
+* ``item_embeddings``: the same over item-side features, e.g. ``item``, ``author``, ``topic``.
+* ``user_mlp`` / ``item_mlp``: ``[dense, pooled embeddings] -> hidden -> output_dim``; the
+  outputs are L2-normalized, so a score is a cosine similarity.
+* ``temperature``: the softmax temperature ``tau`` of the training loss (scores are divided by
+  it); fixed, or learned as ``exp(log_tau)`` clamped to ``[min_temperature, max_temperature]``.
+
+The history bag has its own table rather than sharing the item tower's item-id table: TorchRec
+collections own their tables, and one table in two collections would need a shared parameter
+that fused (TBE) kernels and sharding planners do not support. Keeping them apart also lets the
+history table use another dim or pooling.
+
+Example::
+
+    user_ebc = build_embeddings(user_tables, fused=False)   # features: user, history
+    item_ebc = build_embeddings(item_tables, fused=False)   # features: item, topic
+    model = TwoTower(user_ebc, item_ebc, user_dense_dim=1, item_dense_dim=0,
+                     user_mlp=[128], item_mlp=[128], output_dim=64)
+    u, v = model(user_dense, user_kjt, item_dense, item_kjt)  # B x 64, N x 64
+    scores = u @ v.T / model.temperature                      # B x N
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys.modules.embedding import embedding_layout
+from recsys.modules.mlp import MLP
+
+__all__ = ["Tower", "TwoTower"]
+
+
+class Tower(nn.Module):
+    """One tower: ``[dense, pooled embeddings] -> MLP -> Linear(output_dim) -> L2 normalize``.
+
+    Args:
+        embeddings: embedding-bag collection; its output width ``E`` is the sum of table dims.
+        dense_dim: number of dense input features ``Dd`` (0 for none).
+        hidden: hidden layer sizes (ReLU after each); empty for a linear projection.
+        output_dim: ``D``.
+        dropout: dropout after each hidden layer.
+        name: used in error messages (``user`` or ``item``).
+
+    Shapes: ``forward(dense: B x Dd, sparse: KJT) -> B x D`` with unit L2 norm per row.
+    """
+
+    def __init__(
+        self,
+        embeddings: nn.Module,
+        dense_dim: int,
+        hidden: Sequence[int],
+        output_dim: int,
+        dropout: float = 0.0,
+        name: str = "tower",
+    ) -> None:
+        super().__init__()
+        if not isinstance(dense_dim, int) or dense_dim < 0:
+            raise ValueError(f"{name} dense_dim must be an int >= 0, got {dense_dim!r}")
+        if not isinstance(output_dim, int) or output_dim < 1:
+            raise ValueError(f"output_dim must be a positive int, got {output_dim!r}")
+        layout = embedding_layout(embeddings)
+        self.name = name
+        self.embeddings = embeddings
+        self.feature_names = [n for n, _ in layout]
+        self.embedding_width = sum(d for _, d in layout)
+        self.dense_dim = dense_dim
+        in_features = self.embedding_width + dense_dim
+        if in_features == 0:
+            raise ValueError(f"the {name} tower has no inputs (no tables, no dense features)")
+        hidden = list(hidden)
+        self.mlp = MLP(in_features, hidden, dropout=dropout) if hidden else nn.Identity()
+        self.proj = nn.Linear(hidden[-1] if hidden else in_features, output_dim)
+        self.output_dim = output_dim
+
+    def forward(self, dense: torch.Tensor | None, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        """``dense``: ``B x Dd`` (``None`` if ``Dd == 0``), ``sparse``: KJT -> ``B x D``."""
+        parts = []
+        if self.embedding_width:
+            parts.append(self.embeddings(sparse).values())  # B x E
+        if self.dense_dim:
+            if dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_dim:
+                shape = None if dense is None else tuple(dense.shape)
+                raise ValueError(
+                    f"{self.name} tower expects dense B x {self.dense_dim}, got {shape}"
+                )
+            parts.append(dense.to(parts[0].dtype if parts else torch.float32))
+        x = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        return F.normalize(self.proj(self.mlp(x)), dim=-1)
+
+
+class TwoTower(nn.Module):
+    """User and item towers producing unit vectors; the score is ``<u, v> / temperature``.
+
+    Args:
+        user_embeddings: collection over the user-side sparse features (user id, the
+            ``history`` bag of item ids with mean pooling, other user categoricals).
+        item_embeddings: collection over the item-side sparse features (item id, author,
+            topic or genres ...).
+        user_dense_dim, item_dense_dim: dense feature counts ``Du``, ``Di`` (0 for none).
+        user_mlp, item_mlp: hidden sizes of each tower (ReLU after each).
+        output_dim: ``D``, the dim of the normalized vectors.
+        temperature: initial (or fixed) ``tau > 0``.
+        learn_temperature: learn ``log tau`` (a dense parameter) instead of a fixed buffer.
+        min_temperature, max_temperature: the clamp of a learned ``tau``.
+        dropout: dropout after each hidden layer of both towers.
+
+    Shapes: ``user_vectors(B x Du, KJT) -> B x D``, ``item_vectors(N x Di, KJT) -> N x D``,
+    ``forward(...) -> (B x D, N x D)``, ``temperature``: 0-dim tensor.
+    """
+
+    def __init__(
+        self,
+        user_embeddings: nn.Module,
+        item_embeddings: nn.Module,
+        user_dense_dim: int,
+        item_dense_dim: int,
+        user_mlp: Sequence[int],
+        item_mlp: Sequence[int],
+        output_dim: int = 64,
+        temperature: float = 0.05,
+        learn_temperature: bool = False,
+        min_temperature: float = 0.01,
+        max_temperature: float = 1.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 < min_temperature <= max_temperature:
+            raise ValueError(
+                f"need 0 < min_temperature <= max_temperature, got {min_temperature} and "
+                f"{max_temperature}"
+            )
+        if not min_temperature <= temperature <= max_temperature:
+            raise ValueError(
+                f"temperature {temperature} is outside [{min_temperature}, {max_temperature}]"
+            )
+        self.user_tower = Tower(
+            user_embeddings, user_dense_dim, user_mlp, output_dim, dropout, name="user"
+        )
+        self.item_tower = Tower(
+            item_embeddings, item_dense_dim, item_mlp, output_dim, dropout, name="item"
+        )
+        self.output_dim = output_dim
+        self.learn_temperature = learn_temperature
+        self.min_temperature = float(min_temperature)
+        self.max_temperature = float(max_temperature)
+        log_tau = torch.tensor(math.log(temperature), dtype=torch.float32)
+        if learn_temperature:
+            self.log_temperature = nn.Parameter(log_tau)
+        else:
+            self.register_buffer("log_temperature", log_tau)
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """``tau`` as a 0-dim tensor (differentiable when learned, inside the clamp)."""
+        return self.log_temperature.exp().clamp(self.min_temperature, self.max_temperature)
+
+    def user_vectors(self, dense: torch.Tensor | None, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        """``dense``: ``B x Du``, ``sparse``: user-side KJT -> ``B x D``, unit L2 norm."""
+        return self.user_tower(dense, sparse)
+
+    def item_vectors(self, dense: torch.Tensor | None, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        """``dense``: ``N x Di``, ``sparse``: item-side KJT -> ``N x D``, unit L2 norm."""
+        return self.item_tower(dense, sparse)
+
+    def forward(
+        self,
+        user_dense: torch.Tensor | None,
+        user_sparse: KeyedJaggedTensor,
+        item_dense: torch.Tensor | None,
+        item_sparse: KeyedJaggedTensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Both towers: ``(B x D user vectors, N x D item vectors)``."""
+        return self.user_vectors(user_dense, user_sparse), self.item_vectors(
+            item_dense, item_sparse
+        )
+
+    def score(self, user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
+        """Logits ``B x N``: ``user_vecs @ item_vecs.T / temperature``."""
+        return user_vecs @ item_vecs.t() / self.temperature
