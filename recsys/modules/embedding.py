@@ -9,7 +9,9 @@ Two flavours with the same interface (``forward(kjt: KeyedJaggedTensor) -> Keyed
   on fbgemm's table-batched kernels (TBE). The optimizer runs *inside backward*: after
   ``loss.backward()`` the rows are already updated and no ``.grad`` is stored. Its parameters
   must not be given to another optimizer (use :func:`split_parameters` to keep them apart).
-  fbgemm requires embedding dims that are multiples of 4.
+  fbgemm requires embedding dims that are multiples of 4. With ``kernel="native"`` the same
+  interface is served by :class:`recsys.modules.native_embedding.NativeFusedEmbeddingBagCollection`
+  (plain PyTorch ops, CPU only, any dims; faster than fbgemm's CPU backward).
 
 Example::
 
@@ -39,9 +41,11 @@ from torchrec.modules.embedding_modules import (
 from torchrec.modules.fused_embedding_modules import FusedEmbeddingBagCollection
 from torchrec.optim import RowWiseAdagrad
 
+from recsys.modules.native_embedding import NATIVE_OPTIMIZERS, NativeFusedEmbeddingBagCollection
 from recsys.types import FeatureSpec
 
 __all__ = [
+    "FUSED_KERNELS",
     "FUSED_OPTIMIZERS",
     "EmbeddingConfig",
     "build_embeddings",
@@ -64,6 +68,8 @@ FUSED_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "sgd": torch.optim.SGD,
 }
 _CPU_FUSED = ("rowwise_adagrad", "adagrad", "sgd")
+#: Implementations of fused embeddings accepted by ``build_embeddings(kernel=...)``.
+FUSED_KERNELS = ("fbgemm", "native")
 
 
 @dataclass
@@ -195,6 +201,7 @@ def build_embeddings(
     fused: bool,
     optimizer: Mapping[str, Any] | None = None,
     device: torch.device | str | None = None,
+    kernel: str = "fbgemm",
 ) -> nn.Module:
     """Builds the embedding collection for ``tables``.
 
@@ -209,6 +216,10 @@ def build_embeddings(
             ``weight_decay > 0`` defaults to L2 mode; fbgemm's CPU kernels ignore it (a
             warning says so).
         device: where the tables live (default CPU).
+        kernel: for ``fused=True`` only: ``"fbgemm"`` (TorchRec's ``FusedEmbeddingBagCollection``)
+            or ``"native"`` (:class:`NativeFusedEmbeddingBagCollection`: CPU only, any dims,
+            ``optimizer["type"]`` in ``rowwise_adagrad`` | ``adagrad`` | ``sgd`` with the same
+            update rules; ``weight_decay`` is applied (L2), tables keep their order).
 
     Returns:
         A module with ``forward(kjt) -> KeyedTensor`` (``values()``: ``B x sum(dims)``) and
@@ -221,8 +232,10 @@ def build_embeddings(
     Raises:
         ValueError: duplicate table names; fused without an optimizer or with an unknown
             type; fused ``adam`` on CPU (fbgemm has no CPU kernel); fused tables whose dim
-            is not a multiple of 4 (an fbgemm requirement).
+            is not a multiple of 4 (an fbgemm requirement); an unknown ``kernel``.
     """
+    if kernel not in FUSED_KERNELS:
+        raise ValueError(f"kernel must be one of {list(FUSED_KERNELS)}, got {kernel!r}")
     tables = list(tables)
     names = [t.name for t in tables]
     dupes = sorted({n for n in names if names.count(n) > 1})
@@ -236,6 +249,13 @@ def build_embeddings(
         raise ValueError(
             "fused embeddings need an optimizer dict, e.g. {'type': 'rowwise_adagrad'}"
         )
+    if kernel == "native":
+        if optimizer.get("type") not in NATIVE_OPTIMIZERS:
+            raise ValueError(
+                f"kernel='native' needs optimizer['type'] in {list(NATIVE_OPTIMIZERS)}, "
+                f"got {optimizer.get('type')!r}"
+            )
+        return NativeFusedEmbeddingBagCollection(tables, optimizer, device=dev)
     bad_dims = [f"{t.name} (dim {t.embedding_dim})" for t in tables if t.embedding_dim % 4]
     if bad_dims:
         raise ValueError(
