@@ -48,6 +48,9 @@ class ModelConfig:
     name: str = MISSING
     embedding: dict[str, Any] = field(default_factory=dict)
     fused: bool = True
+    # Fused kernel: auto (native PyTorch row-wise Adagrad on CPU, FBGEMM TBE on CUDA),
+    # fbgemm or native. See recsys.modules.embedding.build_embeddings.
+    kernel: str = "auto"
     arch: dict[str, Any] = MISSING
 
 
@@ -59,9 +62,14 @@ class EvaluateConfig:
 
 @dataclass
 class RunConfig:
-    """The root of ``recsys train``, ``recsys evaluate``, ``recsys data prepare``."""
+    """The root of ``recsys train``, ``recsys evaluate``, ``recsys data prepare``.
+
+    ``task``: ``ranking`` (the rankers: ``model``, ``trainer``, prepared Parquet) or
+    ``retrieval`` (the two-tower runner: the free-form ``retrieval`` node).
+    """
 
     name: str = MISSING
+    task: str = "ranking"
     seed: int = 0
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -73,6 +81,8 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     summary: str = "default"
+    # task: retrieval reads this node (checked by recsys.config.retrieval when built).
+    retrieval: dict[str, Any] = field(default_factory=dict)
 
 
 def validate(cfg: DictConfig | dict, schema: type = RunConfig) -> DictConfig:
