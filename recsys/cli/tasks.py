@@ -12,9 +12,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from recsys.config.build import dataset_factory, model_builder, plan_from_config
+from recsys.config.retrieval import retrieval_plan_from_config
 from recsys.config.schema import ConfigError, validate
 from recsys.train.evaluation import evaluate
 from recsys.train.experiment import run_experiment
+from recsys.train.retrieval_experiment import run_retrieval_experiment
+from recsys.train.retrieval_experiment import summary_lines as retrieval_summary_lines
 from recsys.train.trainer import resolve_device
 
 METRICS = ("auc", "logloss", "ne", "calibration")
@@ -60,6 +63,13 @@ def train_task(cfg: DictConfig) -> None:
     """``recsys train`` / ``recsys quickstart``: one run, summary printed last."""
     cfg = validate(cfg)
     run_dir = _run_dir()
+    if cfg.task == "retrieval":
+        metrics = run_retrieval_experiment(retrieval_plan_from_config(cfg, run_dir))
+        lines = retrieval_summary_lines(metrics, run_dir / "metrics.json")
+        print("\n".join(lines), flush=True)
+        return
+    if cfg.task != "ranking":
+        raise ConfigError(f"task must be ranking or retrieval, got {cfg.task!r}")
     metrics = run_experiment(plan_from_config(cfg, run_dir))
     print("\n".join(summary_lines(metrics, run_dir / "metrics.json")), flush=True)
 
