@@ -6,6 +6,8 @@ function and print its summary.
     recsys evaluate evaluate.run_dir=outputs/runs/...
     recsys data prepare data=criteo data.path=...
     recsys quickstart
+    recsys index build index.run_dir=outputs/runs/two_tower_social/...
+    recsys explore explore.ranker_run=DIR explore.retrieval_run=DIR [explore.user=ID]
     recsys bench train [--steps N ...]
 """
 
@@ -23,6 +25,9 @@ commands:
   evaluate       evaluate a finished run   (recsys evaluate evaluate.run_dir=DIR)
   data prepare   read, preprocess and split a data set to Parquet
   quickstart     train the multi-task ranker on synthetic social data
+  index build    ANN indexes from a two-tower run  (recsys index build index.run_dir=DIR)
+  explore        the Explore funnel: retrieve -> rank -> re-rank (recsys explore
+                 explore.ranker_run=DIR explore.retrieval_run=DIR [explore.evaluate=true])
   bench train    training throughput: our trainer vs a plain TorchRec loop
 
 Hydra options work after the command: --multirun, --cfg job, hydra.run.dir=DIR, --help.
@@ -62,7 +67,7 @@ def _bench(argv: Sequence[str]) -> None:
     if not argv:
         raise SystemExit("usage: recsys bench train [options]  (see --help)")
     name, rest = argv[0], list(argv[1:])
-    scripts = {"train": "train_throughput.py"}
+    scripts = {"train": "train_throughput.py", "retrieval": "retrieval_bench.py"}
     if name not in scripts:
         raise SystemExit(f"recsys bench: unknown benchmark {name!r}; known: {sorted(scripts)}")
     script = repo_root() / "benchmarks" / scripts[name]
@@ -96,6 +101,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not rest or rest[0] != "prepare":
             raise SystemExit("usage: recsys data prepare data=NAME [data.path=...] [overrides]")
         _hydra_app("train", tasks.prepare_task, rest[1:], "recsys data prepare")
+    elif command == "index":
+        if not rest or rest[0] != "build":
+            raise SystemExit("usage: recsys index build index.run_dir=DIR [index.kind=hnsw]")
+        from recsys.cli.explore_tasks import index_task
+
+        _hydra_app("index", index_task, rest[1:], "recsys index build")
+    elif command == "explore":
+        from recsys.cli.explore_tasks import explore_task
+
+        _hydra_app("explore", explore_task, rest, "recsys explore")
     elif command == "bench":
         _bench(rest)
     else:
