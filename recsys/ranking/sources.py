@@ -26,6 +26,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import polars as pl
 
+from recsys.retrieval.index import VectorIndex
+
 __all__ = [
     "AnnSource",
     "BruteForceIndex",
@@ -91,12 +93,9 @@ class BruteForceIndex:
 
 
 def build_index(vectors: np.ndarray, ids: np.ndarray | None = None) -> CandidateIndex:
-    """``recsys.retrieval.index.VectorIndex.build(vectors, ids)`` when available, else exact."""
+    """An exact FAISS index (:class:`recsys.retrieval.index.VectorIndex`, kind ``flat``) over
+    ``vectors`` (``N x D``) with item ``ids`` (``N``; default ``0..N-1``)."""
     ids = np.arange(len(vectors), dtype=np.int64) if ids is None else np.asarray(ids, np.int64)
-    try:
-        from recsys.retrieval.index import VectorIndex  # type: ignore[import-not-found]
-    except ImportError:
-        return BruteForceIndex(vectors, ids)
     return VectorIndex.build(np.asarray(vectors, dtype=np.float32), ids)
 
 

@@ -12,8 +12,7 @@ The config layer (:mod:`recsys.config.retrieval`) turns a Hydra config into a
    (:func:`evaluate_topk`);
 4. the same for the baselines (most-popular, implicit ALS), fitted on train for valid and on
    train + valid for test (they have no history features to fold new interactions in);
-5. when :mod:`recsys.retrieval.index` is importable, searches the test users' vectors through
-   every configured ANN index (:func:`evaluate_indexes`);
+5. searches the test users' vectors through every configured ANN index (:func:`evaluate_indexes`);
 6. writes ``metrics.json`` and ``model.pt`` and records the run in MLflow.
 """
 
@@ -37,6 +36,8 @@ from recsys.metrics.ranking import ranking_metrics, topk_from_scores
 from recsys.models.two_tower import TwoTower
 from recsys.modules.embedding import EmbeddingConfig, build_embeddings, embedding_tables
 from recsys.retrieval.baselines import ImplicitMF, MostPopular
+from recsys.retrieval.index import IndexConfig, VectorIndex
+from recsys.retrieval.index_report import evaluate_index
 from recsys.train.experiment import seed_everything
 from recsys.train.retrieval import RetrievalTrainerConfig, encode_items, encode_users
 from recsys.train.retrieval_data import RetrievalData, RetrievalDataSpec, build_retrieval_data
@@ -206,11 +207,7 @@ def evaluate_indexes(
     exclusion; ``build_seconds``, ``memory_bytes``, ``qps``), then search
     ``max(ks)`` + the most known items of any user, drop each user's known items
     (``exclude``) and compute the ranking metrics against ``relevant``.
-
-    Imports :mod:`recsys.retrieval.index` (call only when it imports).
     """
-    from recsys.retrieval import index as ann
-
     k_max = max(ks)
     items = np.ascontiguousarray(item_vecs, dtype=np.float32)
     queries = np.ascontiguousarray(user_vecs, dtype=np.float32)
@@ -218,9 +215,9 @@ def evaluate_indexes(
     exact10 = topk_from_scores(queries @ items.T, min(10, items.shape[0]))
     out: dict[str, dict[str, Any]] = {}
     for raw in configs:
-        cfg = ann.IndexConfig.from_dict(dict(raw))
-        index = ann.VectorIndex.build(items, np.arange(items.shape[0], dtype=np.int64), cfg)
-        report = ann.evaluate_index(index, exact10, queries, k=exact10.shape[1])
+        cfg = IndexConfig.from_dict(dict(raw))
+        index = VectorIndex.build(items, np.arange(items.shape[0], dtype=np.int64), cfg)
+        report = evaluate_index(index, exact10, queries, k=exact10.shape[1])
         _, found = index.search(queries, fetch)
         top = _filter_ids(found, exclude, k_max)
         out[cfg.label] = {
@@ -317,7 +314,7 @@ def run_retrieval_experiment(plan: RetrievalPlan) -> dict[str, Any]:
         }
         for name, result in metrics["baselines"].items():
             _log(tracker, result["test"], f"baseline/{name}/test")
-        metrics["indexes"] = _indexes_or_reason(user_vecs, item_vecs, relevant, exclude, plan)
+        metrics["indexes"] = _test_indexes(user_vecs, item_vecs, relevant, exclude, plan)
         torch.save(model.state_dict(), plan.run_dir / "model.pt")
         metrics_path = plan.run_dir / "metrics.json"
         metrics_path.write_text(json.dumps(metrics, indent=2, default=float))
@@ -345,21 +342,16 @@ def train_two_tower_logged(
     return result
 
 
-def _indexes_or_reason(
+def _test_indexes(
     user_vecs: np.ndarray,
     item_vecs: np.ndarray,
     relevant: sp.csr_matrix,
     exclude: sp.csr_matrix,
     plan: RetrievalPlan,
 ) -> dict[str, Any]:
-    """:func:`evaluate_indexes` on the test users, or why it did not run."""
+    """:func:`evaluate_indexes` on the test users (empty when no index is configured)."""
     if not plan.indexes:
         return {}
-    try:
-        import recsys.retrieval.index  # noqa: F401
-    except ImportError as e:
-        log.warning("ANN index evaluation skipped: recsys.retrieval.index does not import (%s)", e)
-        return {"skipped": f"recsys.retrieval.index is not available: {e}"}
     return evaluate_indexes(user_vecs, item_vecs, relevant, exclude, plan.indexes, plan.ks)
 
 

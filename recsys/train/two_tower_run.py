@@ -25,7 +25,8 @@ import torch
 
 from recsys.metrics.ranking import topk_from_scores
 from recsys.models.two_tower import TwoTower
-from recsys.retrieval.index import IndexConfig, IndexReport, VectorIndex, evaluate_index
+from recsys.retrieval.index import IndexConfig, VectorIndex
+from recsys.retrieval.index_report import IndexReport, evaluate_index
 from recsys.train.retrieval import FeatureTable, encode_items, encode_users
 from recsys.train.retrieval_data import RetrievalData, build_retrieval_data, jagged
 from recsys.train.retrieval_experiment import RetrievalPlan, build_two_tower, relevant_and_known

@@ -78,37 +78,9 @@ def simulate_impressions(
     post = np.where(use_feed, feed_post, explore_post)
     author = w.post_author[post]
 
-    # Point-in-time features.
-    n_a = len(w.author_user)
-    codes = w.pair_codes
-    if len(codes):
-        query = user.astype(np.int64) * n_a + author
-        pos = np.minimum(search_sorted(codes, query), len(codes) - 1)
-        following = (codes[pos] == query) & (w.follow_created[w.pair_order[pos]] <= ts)
-    else:
-        following = np.zeros(n, dtype=bool)
-    followers = search_sorted(w.followee_keys, w.time_keys(author, ts), "right")
-    followers -= w.author_edge_start[author]
+    following, followers = point_in_time_follows(w, user, author, ts)
     age_hours = (ts - w.post_created[post]) / 3600.0
-
-    # Hidden truth (without the bias).
-    x = np.stack(
-        [
-            w.post_quality[post],
-            w.author_effect[author],
-            np.einsum("nd,nd->n", w.user_taste[user], w.post_vec[post]),
-            following.astype(np.float64),
-            -np.log1p(age_hours / 6.0),
-            (np.log(w.post_length[post]) - 4.4) / 0.8,
-            np.log1p(followers) - 5.0,
-        ],
-        axis=1,
-    )
-    # einsum, not BLAS: tiny inner dimension, and BLAS threads only add overhead here.
-    logit = np.einsum("nk,tk->nt", x, LOADINGS[:, 1:]) + w.user_effect[user]
-    media, topic = w.post_media[post], w.post_topic[post]
-    logit += w.media_age[:, media, w.user_age[user]].T
-    logit += w.country_topic[:, w.user_country[user], topic].T
+    logit = hidden_logits(w, user, post, author, following, followers, age_hours)
     return {
         "timestamp": ts,
         "user": user,
@@ -120,6 +92,54 @@ def simulate_impressions(
         "age_hours": age_hours,
         "logit": cfg.signal_scale * logit,
     }
+
+
+def point_in_time_follows(
+    w: SocialWorld, users: np.ndarray, author: np.ndarray, times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whether each user follows the author at ``times`` (``N`` bool) and the author's follower
+    count then (``N`` int): the point-in-time features the truth model and the logs share."""
+    n_a = len(w.author_user)
+    codes = w.pair_codes
+    if len(codes):
+        query = users.astype(np.int64) * n_a + author
+        pos = np.minimum(search_sorted(codes, query), len(codes) - 1)
+        following = (codes[pos] == query) & (w.follow_created[w.pair_order[pos]] <= times)
+    else:
+        following = np.zeros(users.shape[0], dtype=bool)
+    followers = search_sorted(w.followee_keys, w.time_keys(author, times), "right")
+    return following, followers - w.author_edge_start[author]
+
+
+def hidden_logits(
+    w: SocialWorld,
+    users: np.ndarray,
+    posts: np.ndarray,
+    author: np.ndarray,
+    following: np.ndarray,
+    followers: np.ndarray,
+    age_hours: np.ndarray,
+) -> np.ndarray:
+    """``N x T`` hidden truth logits before the task bias and ``signal_scale``: the one place
+    the ground-truth model is written (impressions and :mod:`.truth` both call it)."""
+    x = np.stack(
+        [
+            w.post_quality[posts],
+            w.author_effect[author],
+            np.einsum("nd,nd->n", w.user_taste[users], w.post_vec[posts]),
+            following.astype(np.float64),
+            -np.log1p(age_hours / 6.0),
+            (np.log(w.post_length[posts]) - 4.4) / 0.8,
+            np.log1p(followers) - 5.0,
+        ],
+        axis=1,
+    )
+    # einsum, not BLAS: tiny inner dimension, and BLAS threads only add overhead here.
+    logit = np.einsum("nk,tk->nt", x, LOADINGS[:, 1:]) + w.user_effect[users]
+    media, topic = w.post_media[posts], w.post_topic[posts]
+    logit += w.media_age[:, media, w.user_age[users]].T
+    logit += w.country_topic[:, w.user_country[users], topic].T
+    return logit
 
 
 def string_column(names: tuple[str, ...], idx: np.ndarray) -> pl.Series:

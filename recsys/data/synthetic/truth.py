@@ -19,8 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from recsys.data.synthetic.config import TASKS
-from recsys.data.synthetic.impressions import LOADINGS
-from recsys.data.synthetic.sampling import search_sorted
+from recsys.data.synthetic.impressions import hidden_logits, point_in_time_follows
 from recsys.data.synthetic.world import SocialWorld
 
 __all__ = ["truth_logits", "truth_probabilities"]
@@ -62,33 +61,9 @@ def truth_logits(
     if users.size == 0:
         return np.zeros((0, len(TASKS)))
     author = w.post_author[posts]
-    n_a = len(w.author_user)
-    codes = w.pair_codes
-    if len(codes):
-        query = users * n_a + author
-        pos = np.minimum(search_sorted(codes, query), len(codes) - 1)
-        following = (codes[pos] == query) & (w.follow_created[w.pair_order[pos]] <= times)
-    else:
-        following = np.zeros(users.shape[0], dtype=bool)
-    followers = search_sorted(w.followee_keys, w.time_keys(author, times), "right")
-    followers = followers - w.author_edge_start[author]
+    following, followers = point_in_time_follows(w, users, author, times)
     age_hours = np.maximum(times - w.post_created[posts], 0) / 3600.0
-    x = np.stack(
-        [
-            w.post_quality[posts],
-            w.author_effect[author],
-            np.einsum("nd,nd->n", w.user_taste[users], w.post_vec[posts]),
-            following.astype(np.float64),
-            -np.log1p(age_hours / 6.0),
-            (np.log(w.post_length[posts]) - 4.4) / 0.8,
-            np.log1p(followers) - 5.0,
-        ],
-        axis=1,
-    )
-    logit = np.einsum("nk,tk->nt", x, LOADINGS[:, 1:]) + w.user_effect[users]
-    media, topic = w.post_media[posts], w.post_topic[posts]
-    logit += w.media_age[:, media, w.user_age[users]].T
-    logit += w.country_topic[:, w.user_country[users], topic].T
+    logit = hidden_logits(w, users, posts, author, following, followers, age_hours)
     return w.config.signal_scale * logit + w.bias
 
 
