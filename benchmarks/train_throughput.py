@@ -11,6 +11,9 @@ the dense part, on synthetic Criteo-shaped data, in one process with the same th
     ``recsys.modules.native_embedding.NativeFusedEmbeddingBagCollection`` (row-wise Adagrad
     fused into backward in plain PyTorch ops instead of fbgemm's CPU kernel), selected by
     ``--sparse-kernel native`` (or ``both``, the default, which measures (a) and (a'));
+(a'') ours with native embeddings and ``trainer.precision=bf16`` (autocast of the dense layers,
+    AMX / AVX512-BF16 on CPUs that have them): mixed precision, so not the same arithmetic as
+    the fp32 baseline; printed separately (``--no-bf16`` skips it);
 (b) baseline: TorchRec's own ``torchrec.models.dlrm.DLRM`` with
     ``apply_optimizer_in_backward(RowWiseAdagrad)`` under ``DistributedModelParallel``
     (world size 1, gloo), fed batches already materialized in memory: TorchRec's reference
@@ -90,6 +93,7 @@ def ours(
     warmup: int,
     steps: int,
     kernel: str = "fbgemm",
+    precision: str = "fp32",
 ) -> float:
     torch.manual_seed(0)
     tables = embedding_tables(spec, EmbeddingConfig(dim=DIM))
@@ -101,6 +105,7 @@ def ours(
     )
     model = DLRM(spec, emb, bottom_mlp=BOTTOM, top_mlp=TOP)
     cfg = TrainerConfig(
+        precision=precision,
         batch_size=batch,
         max_steps=warmup,
         progress=False,
@@ -208,6 +213,12 @@ def main(argv: list[str] | None = None) -> dict:
         default="both",
         help="fused embedding kernel(s) of our trainer: fbgemm's TBE, native PyTorch ops, or both",
     )
+    p.add_argument(
+        "--bf16",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time ours with native kernels and trainer.precision=bf16 (AMX/AVX512-BF16)",
+    )
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -224,8 +235,11 @@ def main(argv: list[str] | None = None) -> dict:
             ours_rate = ours(files, spec, *timed)
         if args.sparse_kernel in ("native", "both"):
             native_rate = ours(files, spec, *timed, kernel="native")
+        bf16_rate = None
+        if args.bf16:
+            bf16_rate = ours(files, spec, *timed, kernel="native", precision="bf16")
         base_rate = baseline(files, spec, args.batch_size, args.warmup, args.steps)
-    consumed = max(r for r in (ours_rate, native_rate) if r is not None)
+    consumed = max(r for r in (ours_rate, native_rate, bf16_rate) if r is not None)
     result = {
         "machine": {
             "cpus": os.cpu_count(),
@@ -257,6 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
         result["ratio_ours_native_over_baseline"] = native_rate / base_rate
     if ours_rate is not None and native_rate is not None:
         result["ratio_ours_native_over_ours"] = native_rate / ours_rate
+    if bf16_rate is not None:
+        result["ours_native_bf16_examples_per_sec"] = bf16_rate
+        result["ratio_ours_native_bf16_over_baseline"] = bf16_rate / base_rate
     print(
         f"machine: {result['machine']['cpus']} cpus, torch threads {threads}, "
         f"gpu {result['machine']['gpu']}"
@@ -276,6 +293,12 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"ratio ours (native) / baseline:  {native_rate / base_rate:.3f}")
     if ours_rate is not None and native_rate is not None:
         print(f"ratio ours (native) / ours:      {native_rate / ours_rate:.3f}")
+    if bf16_rate is not None:
+        print(
+            f"ours (native, bf16 autocast):    {bf16_rate:,.0f} examples/s, "
+            f"ratio / baseline (fp32) {bf16_rate / base_rate:.3f}  [mixed precision: not the "
+            "same arithmetic as the baseline]"
+        )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     return result
