@@ -125,3 +125,23 @@ def random_kjt(spec: FeatureSpec, batch: int, g: torch.Generator | int = 0) -> K
     return KeyedJaggedTensor.from_lengths_sync(
         spec.sparse_names, torch.cat(values), torch.cat(lengths)
     )
+
+
+class CrashingLoader:
+    """Wraps a loader and raises after ``after`` batches in total (a crash mid-training)."""
+
+    def __init__(self, inner, after: int) -> None:
+        self.inner, self.after, self.served = inner, after, 0
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def iter_from(self, batch_index: int):
+        for batch in self.inner.iter_from(batch_index):
+            if self.served == self.after:
+                raise RuntimeError("simulated crash")
+            self.served += 1
+            yield batch

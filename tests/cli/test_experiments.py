@@ -32,17 +32,6 @@ SOCIAL_TINY = [
 METRIC_KEYS = {"auc", "logloss", "ne", "calibration"}
 
 
-@pytest.fixture(autouse=True)
-def _isolated_roots(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    """One data root (prepared caches are reused across tests) and one output root."""
-    base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("RECSYS_DATA_ROOT", str(base / "data_root"))
-    monkeypatch.setenv("RECSYS_OUTPUT_ROOT", str(base / "outputs"))
-    GlobalHydra.instance().clear()
-    yield
-    GlobalHydra.instance().clear()
-
-
 def run_cli(args: list[str], tmp_path: Path) -> tuple[Path, str]:
     """Runs ``recsys ARGS hydra.run.dir=...``; returns the run folder and stdout."""
     run_dir = tmp_path / "run"

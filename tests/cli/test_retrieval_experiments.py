@@ -26,16 +26,6 @@ SOCIAL_SMALL = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_roots(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
-    base = tmp_path_factory.getbasetemp()
-    monkeypatch.setenv("RECSYS_DATA_ROOT", str(base / "data_root"))
-    monkeypatch.setenv("RECSYS_OUTPUT_ROOT", str(base / "outputs"))
-    GlobalHydra.instance().clear()
-    yield
-    GlobalHydra.instance().clear()
-
-
 def overrides_for(experiment: str) -> list[str]:
     """Small data and few steps (the full files too, so that each file is exercised)."""
     extra = ["++retrieval.trainer.epochs=1", "++retrieval.baselines.als.iterations=2"]

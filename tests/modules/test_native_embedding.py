@@ -29,6 +29,8 @@ from recsys.train.experiment import seed_everything
 from recsys.train.schedule import ScheduleConfig
 from recsys.train.trainer import CheckpointConfig, EarlyStoppingConfig, Trainer, TrainerConfig
 
+from ..conftest import CrashingLoader
+
 SUM, MEAN = PoolingType.SUM, PoolingType.MEAN
 FBGEMM_OPTIMIZERS = {
     "rowwise_adagrad": trec_optim.RowWiseAdagrad,
@@ -360,26 +362,6 @@ def test_trainer_fits_a_dlrm_on_native_embeddings(toy_dataset: PreparedDataset) 
     after = weights(model.embeddings)
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert all(p.grad is None for p in model.embeddings.parameters())
-
-
-class CrashingLoader:
-    """Wraps a loader and raises after ``after`` batches in total."""
-
-    def __init__(self, inner, after: int) -> None:
-        self.inner, self.after, self.served = inner, after, 0
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.inner.set_epoch(epoch)
-
-    def iter_from(self, batch_index: int):
-        for batch in self.inner.iter_from(batch_index):
-            if self.served == self.after:
-                raise RuntimeError("simulated crash")
-            self.served += 1
-            yield batch
 
 
 def test_trainer_checkpoint_resume_is_exact(toy_dataset: PreparedDataset, tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from recsys.train.trainer import (
     TrainerConfig,
 )
 
+from ..conftest import CrashingLoader
+
 SPARSE_OPT = {"type": "rowwise_adagrad", "lr": 0.05}
 
 
@@ -75,26 +77,6 @@ def test_non_fused_embeddings_train_with_a_sparse_optimizer(toy_dataset: Prepare
     trainer.fit(*loaders(toy_dataset, cfg))
     after = evaluate(model, toy_dataset.loader("test", 4096), toy_dataset.spec.labels)
     assert after["mean_auc"] > 0.65
-
-
-class CrashingLoader:
-    """Wraps a loader and raises after ``after`` batches in total."""
-
-    def __init__(self, inner, after: int) -> None:
-        self.inner, self.after, self.served = inner, after, 0
-
-    def __len__(self) -> int:
-        return len(self.inner)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.inner.set_epoch(epoch)
-
-    def iter_from(self, batch_index: int):
-        for batch in self.inner.iter_from(batch_index):
-            if self.served == self.after:
-                raise RuntimeError("simulated crash")
-            self.served += 1
-            yield batch
 
 
 def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:
