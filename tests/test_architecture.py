@@ -38,6 +38,16 @@ def test_recsys_never_imports_outer_folders() -> None:
     assert not offenders, offenders
 
 
+def test_social_backend_never_imports_torch() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {name}"
+        for path in (ROOT / "serving" / "social").rglob("*.py")
+        for name in _imports(path)
+        if name.split(".")[0] in ("torch", "torchrec", "fbgemm_gpu")
+    ]
+    assert not offenders, offenders
+
+
 def test_importing_recsys_starts_nothing_and_reads_no_env() -> None:
     code = (
         "import os, threading, recsys, recsys.types;"

@@ -1,0 +1,1 @@
+"""Serving code: the online inference services and the reference social backend."""

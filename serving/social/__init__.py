@@ -1,0 +1,1 @@
+"""The reference social backend: feed, stories, fanout, media and interactions."""

@@ -1,0 +1,1 @@
+"""Media handling for the social backend: image placeholders and processing."""
