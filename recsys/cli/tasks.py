@@ -15,7 +15,7 @@ from recsys.config.build import dataset_factory, model_builder, plan_from_config
 from recsys.config.retrieval import retrieval_plan_from_config
 from recsys.config.schema import ConfigError, validate
 from recsys.train.evaluation import evaluate
-from recsys.train.experiment import run_experiment
+from recsys.train.experiment import closing_lines, run_experiment
 from recsys.train.retrieval_experiment import run_retrieval_experiment
 from recsys.train.retrieval_experiment import summary_lines as retrieval_summary_lines
 from recsys.train.trainer import resolve_device
@@ -50,13 +50,7 @@ def summary_lines(metrics: Mapping[str, Any], metrics_path: Path) -> list[str]:
         bt = result["test"]
         text = _fmt(bt) if "auc" in bt else f"mean auc {bt['mean_auc']:.4f}"
         lines.append(f"baseline {name}: test  {text}")
-    train = metrics["train"]
-    lines.append(
-        f"train {train['examples_per_sec']:,.0f} examples/s, {train['wall_seconds']:.1f} s, "
-        f"{train['steps']} steps"
-    )
-    lines.append(f"metrics: {metrics_path}")
-    return lines
+    return lines + closing_lines(metrics["train"], metrics_path)
 
 
 def train_task(cfg: DictConfig) -> None:

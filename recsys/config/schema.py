@@ -80,7 +80,6 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    summary: str = "default"
     # task: retrieval reads this node (checked by recsys.config.retrieval when built).
     retrieval: dict[str, Any] = field(default_factory=dict)
 

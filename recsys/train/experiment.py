@@ -163,10 +163,7 @@ def run_experiment(plan: RunPlan) -> dict[str, Any]:
     tracker.start(plan.params)
     status = "FAILED"
     try:
-        if plan.resolved_config:
-            config_path = plan.run_dir / "config.resolved.yaml"
-            config_path.write_text(plan.resolved_config)
-            tracker.log_artifact(config_path)
+        tracker.record_config(plan.run_dir, plan.resolved_config)
         model, main = train_and_test(
             plan.model,
             dataset,
@@ -214,3 +211,12 @@ def run_experiment(plan: RunPlan) -> dict[str, Any]:
         return metrics
     finally:
         tracker.end(status)
+
+
+def closing_lines(train: Mapping[str, Any], metrics_path: Path) -> list[str]:
+    """The last lines every run prints: training speed and time, then the metrics file."""
+    return [
+        f"train {train['examples_per_sec']:,.0f} examples/s, {train['wall_seconds']:.1f} s, "
+        f"{train['steps']} steps",
+        f"metrics: {metrics_path}",
+    ]

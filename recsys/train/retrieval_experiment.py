@@ -38,8 +38,13 @@ from recsys.modules.embedding import EmbeddingConfig, build_embeddings, embeddin
 from recsys.retrieval.baselines import ImplicitMF, MostPopular
 from recsys.retrieval.index import IndexConfig, VectorIndex
 from recsys.retrieval.index_report import evaluate_index
-from recsys.train.experiment import seed_everything
-from recsys.train.retrieval import RetrievalTrainerConfig, encode_items, encode_users
+from recsys.train.experiment import closing_lines, seed_everything
+from recsys.train.retrieval import (
+    RetrievalTrainerConfig,
+    encode_items,
+    encode_users,
+    train_two_tower,
+)
 from recsys.train.retrieval_data import RetrievalData, RetrievalDataSpec, build_retrieval_data
 from recsys.train.tracking import Tracker, TrackingConfig, numeric_metrics
 from recsys.types import FeatureSpec, SparseFeature
@@ -277,10 +282,7 @@ def run_retrieval_experiment(plan: RetrievalPlan) -> dict[str, Any]:
     tracker.start(plan.params)
     status = "FAILED"
     try:
-        if plan.resolved_config:
-            config_path = plan.run_dir / "config.resolved.yaml"
-            config_path.write_text(plan.resolved_config)
-            tracker.log_artifact(config_path)
+        tracker.record_config(plan.run_dir, plan.resolved_config)
         seed_everything(plan.seed)
         model = build_two_tower(data, plan.model)
         train = train_two_tower_logged(model, data, plan.trainer, tracker)
@@ -334,8 +336,6 @@ def train_two_tower_logged(
     model: TwoTower, data: RetrievalData, config: RetrievalTrainerConfig, tracker: Tracker
 ) -> dict[str, Any]:
     """:func:`~recsys.train.retrieval.train_two_tower` on the train pairs; logs epoch losses."""
-    from recsys.train.retrieval import train_two_tower
-
     result = train_two_tower(model, data.train_pairs, config, data.catalog)
     for epoch, loss in enumerate(result["epoch_losses"]):
         tracker.log_metrics({"train/epoch_loss": loss}, step=epoch + 1)
@@ -377,10 +377,4 @@ def summary_lines(metrics: Mapping[str, Any], metrics_path: Path) -> list[str]:
                 f"recall@10 vs exact {result['recall@10_vs_exact']:.3f}  "
                 f"build {result['build_seconds']:.2f} s  {result['qps']:,.0f} qps"
             )
-    train = metrics["train"]
-    lines.append(
-        f"train {train['examples_per_sec']:,.0f} examples/s, {train['wall_seconds']:.1f} s, "
-        f"{train['steps']} steps"
-    )
-    lines.append(f"metrics: {metrics_path}")
-    return lines
+    return lines + closing_lines(metrics["train"], metrics_path)

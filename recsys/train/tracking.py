@@ -85,6 +85,14 @@ class Tracker:
         for i in range(0, len(items), 100):
             mlflow.log_params(dict(items[i : i + 100]))
 
+    def record_config(self, run_dir: Path, resolved_config: str) -> None:
+        """Writes ``config.resolved.yaml`` into ``run_dir`` and logs it (nothing if empty)."""
+        if not resolved_config:
+            return
+        path = run_dir / "config.resolved.yaml"
+        path.write_text(resolved_config)
+        self.log_artifact(path)
+
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         if self._mlflow is not None and metrics:
             self._mlflow.log_metrics(dict(metrics), step=step)
