@@ -8,11 +8,14 @@ quickstart:
 	bash scripts/install.sh
 	$(VENV)/bin/recsys quickstart
 
+# The backend's production half runs against real PostgreSQL and Redis (Debian packages, started
+# on 127.0.0.1 by scripts/services.sh); RECSYS_REQUIRE_SERVICES=1 makes their absence a failure.
 test:
 	bash scripts/install.sh --test
+	bash scripts/services.sh start
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/python -m pytest
+	eval "$$(bash scripts/services.sh env)" && RECSYS_REQUIRE_SERVICES=1 $(VENV)/bin/python -m pytest
 
 lint:
 	$(VENV)/bin/ruff check .
