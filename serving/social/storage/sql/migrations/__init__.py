@@ -1,0 +1,1 @@
+"""Alembic migrations of the backend's metadata database (see :func:`..engine.migrate`)."""
