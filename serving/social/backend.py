@@ -1,0 +1,81 @@
+"""The composition root: storage, clock, ranking client and one instance of every service.
+
+The HTTP app (:mod:`serving.social.api`), the workers (:mod:`serving.social.workers`), the CLI,
+the demo and the tests all build a :class:`Backend` and use its services; the services
+themselves never import each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from serving.social.clock import Clock, SystemClock
+from serving.social.context import Context
+from serving.social.ranking import RankingClient, make_ranking_client
+from serving.social.services.accounts import AccountService
+from serving.social.services.fanout import FanoutService
+from serving.social.services.feed import FeedService
+from serving.social.services.interactions import InteractionService
+from serving.social.services.media import MediaService
+from serving.social.services.posts import PostService
+from serving.social.services.stories import StoryService
+from serving.social.settings import BackendSettings
+from serving.social.storage import Storage
+from serving.social.storage.factory import open_storage
+
+
+@dataclass
+class Backend:
+    ctx: Context
+    ranking: RankingClient
+    accounts: AccountService
+    posts: PostService
+    feed: FeedService
+    fanout: FanoutService
+    stories: StoryService
+    interactions: InteractionService
+    media: MediaService
+
+    @property
+    def settings(self) -> BackendSettings:
+        return self.ctx.settings
+
+    @property
+    def storage(self) -> Storage:
+        return self.ctx.storage
+
+    def close(self) -> None:
+        self.ranking.close()
+        self.ctx.storage.close()
+
+
+def build_backend(
+    settings: BackendSettings,
+    storage: Storage,
+    clock: Clock | None = None,
+    ranking: RankingClient | None = None,
+) -> Backend:
+    """Services over already-open storage (tests inject storage, clock and ranker)."""
+    ctx = Context(storage=storage, settings=settings, clock=clock or SystemClock())
+    ranking = ranking or make_ranking_client(
+        settings.ranker.kind, settings.ranker.url, settings.ranker.timeout_ms
+    )
+    return Backend(
+        ctx=ctx,
+        ranking=ranking,
+        accounts=AccountService(ctx),
+        posts=PostService(ctx),
+        feed=FeedService(ctx, ranking),
+        fanout=FanoutService(ctx),
+        stories=StoryService(ctx),
+        interactions=InteractionService(ctx),
+        media=MediaService(ctx),
+    )
+
+
+def open_backend(
+    settings: BackendSettings, clock: Clock | None = None, ranking: RankingClient | None = None
+) -> Backend:
+    """Opens storage for ``settings`` and builds the services over it."""
+    clock = clock or SystemClock()
+    return build_backend(settings, open_storage(settings, clock), clock, ranking)

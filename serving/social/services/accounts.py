@@ -1,0 +1,183 @@
+"""Users, sessions and the social graph: registration, login with bearer tokens (stored as
+SHA-256 hashes only), follows and blocks. Graph changes reach the fanout worker through the
+outbox (stream ``graph``)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+from serving.social.context import Context
+from serving.social.domain import BadRequest, Conflict, Event, NotFound, Unauthorized, User
+
+USERNAME = re.compile(r"^[a-z0-9_]{3,30}$")
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    """``scrypt$N$r$p$salt$hash`` with a random 16-byte salt (stdlib scrypt, 64 MiB-safe)."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
+    )
+    b64 = base64.b64encode
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    got = hashlib.scrypt(
+        password.encode(),
+        salt=base64.b64decode(salt),
+        n=int(n),
+        r=int(r),
+        p=int(p),
+        dklen=32,
+    )
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+def token_hash(token: str) -> str:
+    """What the store keeps of a bearer token: a leaked table gives no usable tokens."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# A fixed hash to verify against when the username is unknown, so a login takes as long for a
+# missing user as for a wrong password (no user enumeration by timing).
+_DUMMY_HASH = hash_password("not-a-password", salt=b"\0" * 16)
+
+
+@dataclass(frozen=True)
+class Session:
+    user: User
+    token: str
+    expires_at: float
+
+
+class AccountService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # --- sessions -----------------------------------------------------------------------------
+
+    def register(
+        self, username: str, password: str, *, country: str = "", age_bucket: str = ""
+    ) -> Session:
+        if not USERNAME.match(username):
+            raise BadRequest("username must be 3-30 characters of a-z, 0-9 and _", field="username")
+        minimum = self.ctx.settings.auth.password_min_length
+        if len(password) < minimum:
+            raise BadRequest(f"password must have at least {minimum} characters", field="password")
+        if len(country) > 8 or len(age_bucket) > 16:
+            raise BadRequest("country or age_bucket too long", field="country")
+        stored = hash_password(password)
+        now = self.ctx.clock.now()
+        with self.ctx.storage.metadata.transaction() as tx:
+            user = tx.create_user(username, stored, now, country=country, age_bucket=age_bucket)
+            token, expires = self._new_token(tx, user.id, now)
+        return Session(user, token, expires)
+
+    def login(self, username: str, password: str) -> Session:
+        with self.ctx.storage.metadata.transaction() as tx:
+            found = tx.user_credentials(username)
+        if found is None:
+            verify_password(password, _DUMMY_HASH)
+            raise Unauthorized("wrong username or password")
+        user, stored = found
+        if not verify_password(password, stored):
+            raise Unauthorized("wrong username or password")
+        now = self.ctx.clock.now()
+        with self.ctx.storage.metadata.transaction() as tx:
+            token, expires = self._new_token(tx, user.id, now)
+            tx.touch_user(user.id, now)
+        return Session(user, token, expires)
+
+    def _new_token(self, tx, user_id: int, now: float) -> tuple[str, float]:
+        token = secrets.token_urlsafe(32)
+        expires = now + self.ctx.settings.auth.token_ttl_days * 86_400
+        tx.add_token(user_id, token_hash(token), now, expires)
+        return token, expires
+
+    def authenticate(self, token: str) -> int:
+        """The user id of a valid bearer token; :class:`Unauthorized` otherwise."""
+        if not token:
+            raise Unauthorized("missing bearer token")
+        with self.ctx.storage.metadata.transaction() as tx:
+            user_id = tx.user_for_token(token_hash(token), self.ctx.clock.now())
+        if user_id is None:
+            raise Unauthorized("invalid or expired token")
+        return user_id
+
+    def logout(self, token: str) -> None:
+        with self.ctx.storage.metadata.transaction() as tx:
+            tx.revoke_token(token_hash(token))
+
+    # --- profiles -----------------------------------------------------------------------------
+
+    def profile(self, user_id: int) -> dict[str, object]:
+        with self.ctx.storage.metadata.transaction() as tx:
+            user = tx.get_user(user_id)
+            if user is None:
+                raise NotFound(f"user {user_id} not found", field="user_id")
+            return {
+                "id": user.id,
+                "username": user.username,
+                "created_at": user.created_at,
+                "followers": tx.follower_count(user_id),
+                "following": tx.followee_count(user_id),
+            }
+
+    # --- graph --------------------------------------------------------------------------------
+
+    def _event(self, kind: str, **payload: int) -> Event:
+        return Event(stream="graph", kind=kind, payload=payload, ts=self.ctx.clock.now())
+
+    def follow(self, follower_id: int, followee_id: int) -> bool:
+        """True if the follow is new. Backfill happens in the fanout worker."""
+        if follower_id == followee_id:
+            raise BadRequest("cannot follow yourself", field="user_id")
+        with self.ctx.storage.metadata.transaction() as tx:
+            if tx.get_user(followee_id) is None:
+                raise NotFound(f"user {followee_id} not found", field="user_id")
+            if followee_id in tx.blocked_either_way(follower_id):
+                raise Conflict("cannot follow: one of you blocked the other", field="user_id")
+            created = tx.add_follow(follower_id, followee_id, self.ctx.clock.now())
+            if created:
+                event = self._event("follow.created", follower=follower_id, followee=followee_id)
+                tx.add_outbox(event)
+        return created
+
+    def unfollow(self, follower_id: int, followee_id: int) -> bool:
+        with self.ctx.storage.metadata.transaction() as tx:
+            removed = tx.remove_follow(follower_id, followee_id)
+            if removed:
+                event = self._event("follow.removed", follower=follower_id, followee=followee_id)
+                tx.add_outbox(event)
+        return removed
+
+    def block(self, blocker_id: int, blocked_id: int) -> bool:
+        """Blocks and removes the follows in both directions (their posts leave both feeds)."""
+        if blocker_id == blocked_id:
+            raise BadRequest("cannot block yourself", field="user_id")
+        with self.ctx.storage.metadata.transaction() as tx:
+            if tx.get_user(blocked_id) is None:
+                raise NotFound(f"user {blocked_id} not found", field="user_id")
+            created = tx.add_block(blocker_id, blocked_id, self.ctx.clock.now())
+            tx.remove_follow(blocker_id, blocked_id)
+            tx.remove_follow(blocked_id, blocker_id)
+            if created:
+                tx.add_outbox(self._event("block.created", blocker=blocker_id, blocked=blocked_id))
+        return created
+
+    def unblock(self, blocker_id: int, blocked_id: int) -> bool:
+        with self.ctx.storage.metadata.transaction() as tx:
+            return tx.remove_block(blocker_id, blocked_id)

@@ -1,0 +1,190 @@
+"""Media: upload (answers at once with status ``processing``), asynchronous processing by the
+``media`` worker, and status reads.
+
+Upload checks the bytes before anything is stored (format by magic bytes against the allow-list,
+declared MIME type, byte limit, pixel limit from the header), stores the original in the
+content-addressed blob store, and commits the media row together with a ``media.uploaded``
+outbox event. The worker then makes the renditions (images: 1440/250 px and a ThumbHash;
+video: H.264 + AV1 + poster) and moves the status to ``ready``, or to ``failed`` with a reason.
+A failure removes every rendition blob that attempt wrote, so nothing half-processed stays
+behind; the original stays with the failed row (its status and reason say what was wrong).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from serving.social.context import Context
+from serving.social.domain import Event, NotFound, Rendition
+from serving.social.media import MediaProcessingError
+from serving.social.media.images import process_image
+from serving.social.media.sniff import inspect_upload
+from serving.social.media.video import process_video
+from serving.social.views import media_view
+
+log = logging.getLogger(__name__)
+
+STREAM = "media"
+GROUP = "media"
+
+
+class MediaService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # --- API side -----------------------------------------------------------------------------
+
+    def upload(self, owner_id: int, data: bytes, declared_content_type: str | None) -> dict:
+        """Validates and stores the original; returns the media view (status ``processing``).
+        Raises a 4xx :class:`~serving.social.domain.BackendError` for bad input, storing
+        nothing."""
+        info = inspect_upload(data, declared_content_type, self.ctx.settings.media)
+        blobs = self.ctx.storage.blobs
+        key_existed = False
+        key = None
+        now = self.ctx.clock.now()
+        try:
+            key_existed = blobs.exists(hashlib.sha256(data).hexdigest())
+            key = blobs.put(data)
+            with self.ctx.storage.metadata.transaction() as tx:
+                media = tx.create_media(owner_id, info.kind, info.content_type, key, now)
+                tx.add_outbox(Event(STREAM, "media.uploaded", {"media_id": media.id}, ts=now))
+                tx.touch_user(owner_id, now)
+        except BaseException:
+            if key is not None and not key_existed:
+                blobs.delete(key)
+            raise
+        return media_view(media)
+
+    def get(self, viewer_id: int, media_id: int) -> dict[str, Any]:
+        """Anyone signed in may read a ready item; processing or failed ones only their owner."""
+        with self.ctx.storage.metadata.transaction() as tx:
+            media = tx.get_media(media_id)
+        if (
+            media is None
+            or media.status == "deleted"
+            or (media.status != "ready" and media.owner_id != viewer_id)
+        ):
+            raise NotFound(f"media {media_id} not found", field="media_id")
+        return media_view(media)
+
+    # --- worker side --------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        if event.kind == "media.uploaded":
+            self.process(int(event.payload["media_id"]))
+
+    def process(self, media_id: int) -> str:
+        """Processes one uploaded item; returns its final status. Idempotent: an item no longer
+        ``processing`` (already done by an earlier delivery) is left alone. Unexpected errors
+        propagate (the message stays pending and is retried); a
+        :class:`~serving.social.media.MediaProcessingError` marks the item failed."""
+        with self.ctx.storage.metadata.transaction() as tx:
+            media = tx.get_media(media_id)
+        if media is None or media.status != "processing":
+            return media.status if media is not None else "missing"
+        written: list[str] = []
+        try:
+            if media.raw_key is None or not self.ctx.storage.blobs.exists(media.raw_key):
+                raise MediaProcessingError("the original upload is missing from the blob store")
+            if media.kind == "image":
+                renditions, extra = self._image(media.raw_key, written)
+            else:
+                renditions, extra = self._video(media.raw_key, written)
+        except MediaProcessingError as error:
+            self._discard(written)
+            self.fail(media_id, error.reason)
+            return "failed"
+        except BaseException:
+            self._discard(written)
+            raise
+        now = self.ctx.clock.now()
+        with self.ctx.storage.metadata.transaction() as tx:
+            current = tx.get_media(media_id)
+            if current is None or current.status != "processing":
+                return current.status if current is not None else "missing"
+            tx.update_media(media_id, "ready", now, renditions=renditions, **extra)
+        return "ready"
+
+    def fail(self, media_id: int, reason: str) -> None:
+        """Marks a still-processing item failed with ``reason`` (also used by the worker when a
+        message keeps failing for unexpected reasons)."""
+        log.info("media %s failed: %s", media_id, reason)
+        with self.ctx.storage.metadata.transaction() as tx:
+            current = tx.get_media(media_id)
+            if current is not None and current.status == "processing":
+                tx.update_media(media_id, "failed", self.ctx.clock.now(), reason=reason[:1000])
+
+    # --- processing ---------------------------------------------------------------------------
+
+    def _put(self, data: bytes, written: list[str]) -> str:
+        blobs = self.ctx.storage.blobs
+        new = not blobs.exists(hashlib.sha256(data).hexdigest())
+        key = blobs.put(data)
+        if new:
+            written.append(key)
+        return key
+
+    def _put_file(self, path: Path, written: list[str]) -> str:
+        digest = hashlib.sha256()
+        with path.open("rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+        blobs = self.ctx.storage.blobs
+        new = not blobs.exists(digest.hexdigest())
+        key = blobs.put_file(path)
+        if new:
+            written.append(key)
+        return key
+
+    def _image(self, raw_key: str, written: list[str]) -> tuple[list[Rendition], dict]:
+        data = self.ctx.storage.blobs.get(raw_key)
+        result = process_image(data, self.ctx.settings.media)
+        renditions = [
+            Rendition(
+                name=r.name,
+                blob_key=self._put(r.data, written),
+                content_type=r.content_type,
+                width=r.width,
+                height=r.height,
+                size_bytes=len(r.data),
+            )
+            for r in result.renditions
+        ]
+        extra = {
+            "width": result.width,
+            "height": result.height,
+            "thumbhash": base64.b64encode(result.thumbhash).decode(),
+        }
+        return renditions, extra
+
+    def _video(self, raw_key: str, written: list[str]) -> tuple[list[Rendition], dict]:
+        source = self.ctx.storage.blobs.path(raw_key)
+        with tempfile.TemporaryDirectory(prefix="media-") as workdir:
+            result = process_video(source, Path(workdir), self.ctx.settings.media)
+            renditions = [
+                Rendition(
+                    name=r.name,
+                    blob_key=self._put_file(r.path, written),
+                    content_type=r.content_type,
+                    width=r.width,
+                    height=r.height,
+                    size_bytes=r.path.stat().st_size,
+                )
+                for r in result.renditions
+            ]
+        extra: dict[str, Any] = {"width": result.width, "height": result.height}
+        if result.thumbhash:
+            extra["thumbhash"] = base64.b64encode(result.thumbhash).decode()
+        if result.notes:
+            extra["reason"] = "; ".join(result.notes)
+        return renditions, extra
+
+    def _discard(self, written: list[str]) -> None:
+        for key in written:
+            self.ctx.storage.blobs.delete(key)

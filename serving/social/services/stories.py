@@ -1,0 +1,201 @@
+"""Stories: post, tray, view receipts, viewers, and the expiry cleanup job.
+
+A story expires exactly ``stories.ttl_s`` (24 h) after it was posted. Every read filters on
+``expires_at > now`` (strictly: at the boundary instant the story is gone), both in the tray
+cache and in the database, so an expired story is never served however late the cleanup job
+runs. The cleanup job removes expired stories from the tray cache and marks their media for
+deletion ``stories.media_grace_s`` later (a purge or archive job acts on that mark).
+
+The tray shows followed users with at least one active story: users with an unseen story
+first, then by their latest story time, newest first. View receipts are unique per
+(story, viewer); only the author may list a story's viewers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serving.social.context import Context
+from serving.social.domain import Conflict, Event, Forbidden, NotFound, Story
+from serving.social.views import media_view
+
+STREAM = "stories"
+GROUP = "stories"
+
+
+class StoryService:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    # --- writes -------------------------------------------------------------------------------
+
+    def post(self, author_id: int, media_id: int) -> dict[str, Any]:
+        now = self.ctx.clock.now()
+        with self.ctx.storage.metadata.transaction() as tx:
+            media = tx.get_media(media_id)
+            if media is None or media.status == "deleted":
+                raise NotFound(f"media {media_id} not found", field="media_id")
+            if media.owner_id != author_id:
+                raise Forbidden(f"media {media_id} belongs to another user", field="media_id")
+            if media.status != "ready":
+                raise Conflict(f"media {media_id} is {media.status}", field="media_id")
+            story = tx.create_story(author_id, media_id, now, now + self.ctx.settings.stories.ttl_s)
+            # The tray cache is written below; the outbox event re-adds it (idempotently) if this
+            # process dies between the commit and the cache write.
+            tx.add_outbox(Event(STREAM, "story.created", _story_payload(story), ts=now))
+            tx.touch_user(author_id, now)
+            view = self._story_view(story, media, seen=False)
+        self.ctx.storage.stories.add(story)
+        return view
+
+    def view(self, viewer_id: int, story_id: int) -> dict[str, Any]:
+        """Records a unique view receipt; ``{"new": False}`` when already viewed."""
+        story = self._visible_story(viewer_id, story_id)
+        now = self.ctx.clock.now()
+        with self.ctx.storage.metadata.transaction() as tx:
+            new = (
+                tx.record_story_view(story_id, viewer_id, now)
+                if viewer_id != story.author_id
+                else False
+            )
+        self.ctx.storage.stories.mark_seen(viewer_id, story_id, story.expires_at)
+        return {"story_id": story_id, "new": new}
+
+    # --- reads --------------------------------------------------------------------------------
+
+    def get(self, viewer_id: int, story_id: int) -> dict[str, Any]:
+        story = self._visible_story(viewer_id, story_id)
+        with self.ctx.storage.metadata.transaction() as tx:
+            media = tx.get_media(story.media_id)
+        seen = bool(self.ctx.storage.stories.seen(viewer_id, [story_id]))
+        return self._story_view(story, media, seen=seen)
+
+    def tray(self, viewer_id: int) -> dict[str, Any]:
+        """``{"own": [...], "items": [{"author": ..., "has_unseen": bool, "latest_at": t,
+        "stories": [...]}, ...]}``."""
+        now = self.ctx.clock.now()
+        with self.ctx.storage.metadata.transaction() as tx:
+            blocked = tx.blocked_either_way(viewer_id)
+            authors = [a for a in tx.followees(viewer_id) if a not in blocked]
+        active = self.ctx.storage.stories.active([*authors, viewer_id], now)
+        entries = {a: [s for s in stories if s[2] > now] for a, stories in active.items()}
+        entries = {a: stories for a, stories in entries.items() if stories}
+        story_ids = [s[0] for stories in entries.values() for s in stories]
+        seen = self.ctx.storage.stories.seen(viewer_id, story_ids) if story_ids else set()
+        with self.ctx.storage.metadata.transaction() as tx:
+            users = tx.get_users(sorted(entries))
+        items = []
+        for author, stories in entries.items():
+            if author == viewer_id:
+                continue
+            items.append(
+                {
+                    "author": {"id": author, "username": _name(users, author)},
+                    "has_unseen": any(s[0] not in seen for s in stories),
+                    "latest_at": max(s[1] for s in stories),
+                    "stories": [_tray_story(s, s[0] in seen) for s in stories],
+                }
+            )
+        items.sort(key=lambda item: (not item["has_unseen"], -item["latest_at"]))
+        own = [_tray_story(s, True) for s in entries.get(viewer_id, [])]
+        return {"own": own, "items": items}
+
+    def viewers(self, user_id: int, story_id: int) -> dict[str, Any]:
+        """The viewers of the caller's own story (also after it expired), earliest first."""
+        with self.ctx.storage.metadata.transaction() as tx:
+            story = tx.get_story(story_id)
+            if story is None:
+                raise NotFound(f"story {story_id} not found", field="story_id")
+            if story.author_id != user_id:
+                raise Forbidden("only the author sees who viewed a story", field="story_id")
+            rows = tx.story_viewers(story_id)
+            users = tx.get_users([v for v, _ in rows])
+        return {
+            "story_id": story_id,
+            "count": len(rows),
+            "viewers": [{"id": v, "username": _name(users, v), "viewed_at": t} for v, t in rows],
+        }
+
+    # --- worker side --------------------------------------------------------------------------
+
+    def handle(self, event: Event) -> None:
+        """Consumer of stream ``stories``: (re-)adds a new story to the tray cache."""
+        if event.kind == "story.created":
+            p = event.payload
+            story = Story(
+                id=int(p["story_id"]),
+                author_id=int(p["author_id"]),
+                media_id=int(p["media_id"]),
+                created_at=float(p["created_at"]),
+                expires_at=float(p["expires_at"]),
+            )
+            if story.expires_at > self.ctx.clock.now():
+                self.ctx.storage.stories.add(story)
+
+    def cleanup(self, limit: int = 1_000) -> int:
+        """Removes expired stories from the tray cache and marks their media for deletion;
+        returns how many stories it cleaned. Safe to run concurrently and repeatedly."""
+        now = self.ctx.clock.now()
+        grace = self.ctx.settings.stories.media_grace_s
+        cleaned = 0
+        while True:
+            with self.ctx.storage.metadata.transaction() as tx:
+                expired = tx.expired_uncleaned_stories(now, limit)
+            if not expired:
+                return cleaned
+            # Cache first, then the mark: a crash in between leaves them uncleaned, and the
+            # next run repeats both steps (each is idempotent). Never inside a metadata
+            # transaction: the embedded cache shares the SQLite file and would wait on it.
+            self.ctx.storage.stories.remove(expired)
+            with self.ctx.storage.metadata.transaction() as tx:
+                tx.mark_media_for_deletion(sorted({s.media_id for s in expired}), now + grace)
+                tx.mark_stories_cleaned([s.id for s in expired], now)
+            cleaned += len(expired)
+            if len(expired) < limit:
+                return cleaned
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _visible_story(self, viewer_id: int, story_id: int) -> Story:
+        """The active story if the viewer may see it (author, or a follower not blocked)."""
+        now = self.ctx.clock.now()
+        with self.ctx.storage.metadata.transaction() as tx:
+            story = tx.get_story(story_id)
+            if story is None or story.expires_at <= now:
+                raise NotFound(f"story {story_id} not found or expired", field="story_id")
+            if story.author_id != viewer_id and (
+                story.author_id in tx.blocked_either_way(viewer_id)
+                or not tx.is_following(viewer_id, story.author_id)
+            ):
+                raise NotFound(f"story {story_id} not found or expired", field="story_id")
+        return story
+
+    def _story_view(self, story: Story, media: Any, *, seen: bool) -> dict[str, Any]:
+        return {
+            "id": story.id,
+            "author_id": story.author_id,
+            "created_at": story.created_at,
+            "expires_at": story.expires_at,
+            "seen": seen,
+            "media": media_view(media) if media is not None else None,
+        }
+
+
+def _story_payload(story: Story) -> dict[str, Any]:
+    return {
+        "story_id": story.id,
+        "author_id": story.author_id,
+        "media_id": story.media_id,
+        "created_at": story.created_at,
+        "expires_at": story.expires_at,
+    }
+
+
+def _tray_story(entry: tuple[int, float, float], seen: bool) -> dict[str, Any]:
+    story_id, created_at, expires_at = entry
+    return {"id": story_id, "created_at": created_at, "expires_at": expires_at, "seen": seen}
+
+
+def _name(users: dict, user_id: int) -> str | None:
+    user = users.get(user_id)
+    return user.username if user is not None else None
