@@ -29,7 +29,9 @@ commands:
   explore        the Explore funnel: retrieve -> rank -> re-rank (recsys explore
                  explore.ranker_run=DIR explore.retrieval_run=DIR [explore.evaluate=true])
   bench train    training throughput: our trainer vs a plain TorchRec loop
-
+  bench retrieval  our FAISS wrapper vs raw FAISS
+  bench backend  fanout inserts/s and feed read latency of the social backend
+{plugins}
 Hydra options work after the command: --multirun, --cfg job, hydra.run.dir=DIR, --help.
 Configs live in {configs}.
 """
@@ -67,7 +69,11 @@ def _bench(argv: Sequence[str]) -> None:
     if not argv:
         raise SystemExit("usage: recsys bench train [options]  (see --help)")
     name, rest = argv[0], list(argv[1:])
-    scripts = {"train": "train_throughput.py", "retrieval": "retrieval_bench.py"}
+    scripts = {
+        "train": "train_throughput.py",
+        "retrieval": "retrieval_bench.py",
+        "backend": "backend_bench.py",
+    }
     if name not in scripts:
         raise SystemExit(f"recsys bench: unknown benchmark {name!r}; known: {sorted(scripts)}")
     script = repo_root() / "benchmarks" / scripts[name]
@@ -79,6 +85,22 @@ def _bench(argv: Sequence[str]) -> None:
     runpy.run_path(str(script), run_name="__main__")
 
 
+def plugin_commands() -> dict[str, object]:
+    """Commands that live outside the library (entry point group ``recsys.commands``), e.g.
+    ``backend`` from ``serving.social``: recsys finds them without importing them."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group="recsys.commands")}
+
+
+def _usage() -> str:
+    plugins = "".join(
+        f"  {name:<14} (from {ep.value.split(':')[0]}; recsys {name} --help)\n"
+        for name, ep in sorted(plugin_commands().items())
+    )
+    return USAGE.format(configs=repo_root() / "configs", plugins=plugins)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``recsys`` console script."""
     # Must precede the first torch import: OpenMP's default active waiting makes 2 threads next
@@ -86,11 +108,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        print(USAGE.format(configs=repo_root() / "configs"))
+        print(_usage())
+        return
+    command, rest = args[0], args[1:]
+    plugins = plugin_commands()
+    if command in plugins:
+        plugins[command].load()(rest)
         return
     from recsys.cli import tasks
 
-    command, rest = args[0], args[1:]
     if command == "train":
         _hydra_app("train", tasks.train_task, rest, "recsys train")
     elif command == "quickstart":
@@ -114,9 +140,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif command == "bench":
         _bench(rest)
     else:
-        raise SystemExit(
-            f"recsys: unknown command {command!r}\n\n" + USAGE.format(configs=config_dir())
-        )
+        raise SystemExit(f"recsys: unknown command {command!r}\n\n" + _usage())
 
 
 if __name__ == "__main__":
