@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "postgres_url": url,
                 "redis_url": args.redis_url,
                 "redis_prefix": prefix,
-                "fanout": {"threshold": max(args.followers, 1_000)},
+                "fanout": {"threshold": args.followers + 1},  # the celebrities have one more
                 "rate_limits": {"enabled": False},
             }
         )

@@ -11,6 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
+from serving.social.cachekeys import graph_key
 from serving.social.context import Context
 from serving.social.domain import BadRequest, Conflict, Event, NotFound, Unauthorized, User
 
@@ -154,6 +155,7 @@ class AccountService:
             if created:
                 event = self._event("follow.created", follower=follower_id, followee=followee_id)
                 tx.add_outbox(event)
+        self._graph_changed(follower_id)
         return created
 
     def unfollow(self, follower_id: int, followee_id: int) -> bool:
@@ -162,6 +164,7 @@ class AccountService:
             if removed:
                 event = self._event("follow.removed", follower=follower_id, followee=followee_id)
                 tx.add_outbox(event)
+        self._graph_changed(follower_id)
         return removed
 
     def block(self, blocker_id: int, blocked_id: int) -> bool:
@@ -176,8 +179,16 @@ class AccountService:
             tx.remove_follow(blocked_id, blocker_id)
             if created:
                 tx.add_outbox(self._event("block.created", blocker=blocker_id, blocked=blocked_id))
+        self._graph_changed(blocker_id, blocked_id)
         return created
 
     def unblock(self, blocker_id: int, blocked_id: int) -> bool:
         with self.ctx.storage.metadata.transaction() as tx:
-            return tx.remove_block(blocker_id, blocked_id)
+            removed = tx.remove_block(blocker_id, blocked_id)
+        self._graph_changed(blocker_id, blocked_id)
+        return removed
+
+    def _graph_changed(self, *user_ids: int) -> None:
+        """Drops the feed's cached follow graph of these users (after the commit)."""
+        for user_id in user_ids:
+            self.ctx.storage.cache.delete(graph_key(user_id))

@@ -23,6 +23,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from serving.social.cachekeys import GRAPH_TTL_S, graph_key
 from serving.social.context import Context
 from serving.social.domain import BackendError, BadRequest, NotFound, Post
 from serving.social.ranking import Candidate, RankingClient
@@ -65,11 +66,13 @@ class FeedService:
             raise BadRequest(f"malformed cursor {cursor!r}", field="cursor")
         before = int(cursor[1:]) if cursor else None
         if not self.ranking.ranked:
-            posts = self._collect(user_id, graph, limit + 1, before)
-            page = posts[:limit]
-            return self._response(
-                page, f"c{page[-1].id}" if len(posts) > limit else None, "chronological"
-            )
+            posts, views = self._collect(user_id, graph, limit + 1, before, views_for=limit)
+            more = len(posts) > limit
+            return {
+                "items": views,
+                "next_cursor": f"c{posts[limit - 1].id}" if more else None,
+                "ranked_by": "chronological",
+            }
         if before is not None:
             raise BadRequest("a chronological cursor on a ranked feed", field="cursor")
         return self._ranked_first_page(user_id, graph, limit)
@@ -81,8 +84,38 @@ class FeedService:
     # --- graph and timeline -------------------------------------------------------------------
 
     def _graph(self, user_id: int, rebuild: bool = True) -> _Graph:
-        fanout = self.ctx.settings.fanout
+        """The reader's follow graph, from the cache when a read in the last ``GRAPH_TTL_S``
+        left it there (graph writes delete it), else from the database (which also notices a
+        user back from inactivity and refreshes ``last_active_at``)."""
         now = self.ctx.clock.now()
+        cache = self.ctx.storage.cache
+        key = graph_key(user_id)
+        raw = cache.get(key)
+        cached = json.loads(raw) if raw is not None else None
+        if cached is not None and 0 <= now - cached["at"] < GRAPH_TTL_S:
+            # Filled by a read less than GRAPH_TTL_S ago, which built the timeline; only
+            # inactivity (days) drops a timeline, so it is still built: no check needed.
+            return _Graph(
+                set(cached["followees"]),
+                cached["celebrities"],
+                cached["pushed"],
+                set(cached["blocked"]),
+            )
+        graph, came_back = self._graph_from_db(user_id, now)
+        entry = {
+            "at": now,
+            "followees": sorted(graph.followees),
+            "celebrities": graph.celebrities,
+            "pushed": graph.pushed_authors,
+            "blocked": sorted(graph.blocked),
+        }
+        cache.set(key, json.dumps(entry).encode(), GRAPH_TTL_S)
+        if rebuild and (came_back or not self.ctx.storage.timelines.is_built(user_id)):
+            self._rebuild(user_id, graph)
+        return graph
+
+    def _graph_from_db(self, user_id: int, now: float) -> tuple[_Graph, bool]:
+        fanout = self.ctx.settings.fanout
         with self.ctx.storage.metadata.transaction() as tx:
             user = tx.get_user(user_id)
             if user is None:
@@ -95,10 +128,7 @@ class FeedService:
             blocked = tx.blocked_either_way(user_id)
         celebrities = [f for f in followees if counts.get(f, 0) >= fanout.threshold]
         pushed = [f for f in followees if counts.get(f, 0) < fanout.threshold]
-        graph = _Graph(set(followees), celebrities, [*pushed, user_id], blocked)
-        if rebuild and (came_back or not self.ctx.storage.timelines.is_built(user_id)):
-            self._rebuild(user_id, graph)
-        return graph
+        return _Graph(set(followees), celebrities, [*pushed, user_id], blocked), came_back
 
     def _rebuild(self, user_id: int, graph: _Graph) -> int:
         timelines = self.ctx.storage.timelines
@@ -119,50 +149,62 @@ class FeedService:
         author = post.author_id
         return (author == user_id or author in graph.followees) and author not in graph.blocked
 
-    def _collect(self, user_id: int, graph: _Graph, want: int, before: int | None) -> list[Post]:
-        """Up to ``want`` visible posts older than ``before``, newest first."""
+    def _collect(
+        self,
+        user_id: int,
+        graph: _Graph,
+        want: int,
+        before: int | None,
+        views_for: int | None = None,
+    ) -> tuple[list[Post], list[dict[str, Any]] | None]:
+        """Up to ``want`` visible posts older than ``before``, newest first, and (when
+        ``views_for`` is given) the views of the first ``views_for`` of them, built in the
+        same transaction as the last lookup (one database round of a page read, not two)."""
         timelines = self.ctx.storage.timelines
         per_celebrity = self.ctx.settings.fanout.celebrity_posts_per_read
         found: list[Post] = []
-        while len(found) < want:
+        views: list[dict[str, Any]] | None = None
+        while True:
             batch = max(want - len(found), 16)
             pushed = timelines.page(user_id, batch, before)
-            with self.ctx.storage.metadata.transaction() as tx:
+            pulled_limit = min(batch, per_celebrity)
+            with self.ctx.storage.metadata.reading() as tx:
                 pulled = (
-                    tx.recent_posts(graph.celebrities, min(batch, per_celebrity), before_id=before)
+                    tx.recent_posts(graph.celebrities, pulled_limit, before_id=before)
                     if graph.celebrities
                     else []
                 )
                 by_id = {p.id: p for p in pulled}
                 missing = [i for i in pushed if i not in by_id]
-                by_id.update(tx.get_posts(missing))
-            # Each source that came back full is exact only down to its oldest id: merge just
-            # above the highest such horizon, so the next round resumes without a gap.
-            horizons = [pushed[-1]] if len(pushed) == batch else []
-            per_author: dict[int, list[int]] = {}
-            for post in pulled:
-                per_author.setdefault(post.author_id, []).append(post.id)
-            pulled_limit = min(batch, per_celebrity)
-            horizons += [min(ids) for ids in per_author.values() if len(ids) == pulled_limit]
-            horizon = max(horizons, default=0)
-            merged = sorted(
-                (i for i in {*pushed, *(p.id for p in pulled)} if i >= horizon), reverse=True
-            )
-            if not merged:
-                break
-            for post_id in merged:
-                post = by_id.get(post_id)
-                if post is not None and self._visible(user_id, graph, post):
-                    found.append(post)
-            if not horizons:
-                break  # every source is exhausted
+                if missing:
+                    by_id.update(tx.get_posts(missing))
+                # Each source that came back full is exact only down to its oldest id: merge
+                # just above the highest such horizon, so the next round resumes without a gap.
+                horizons = [pushed[-1]] if len(pushed) == batch else []
+                per_author: dict[int, list[int]] = {}
+                for post in pulled:
+                    per_author.setdefault(post.author_id, []).append(post.id)
+                horizons += [min(ids) for ids in per_author.values() if len(ids) == pulled_limit]
+                horizon = max(horizons, default=0)
+                merged = sorted(
+                    (i for i in {*pushed, *(p.id for p in pulled)} if i >= horizon), reverse=True
+                )
+                for post_id in merged:
+                    post = by_id.get(post_id)
+                    if post is not None and self._visible(user_id, graph, post):
+                        found.append(post)
+                # done when full, or when every source is exhausted
+                if not merged or not horizons or len(found) >= want:
+                    if views_for is not None:
+                        views = post_views(tx, found[:views_for])
+                    break
             before = merged[-1]
-        return found[:want]
+        return found[:want], views
 
     # --- ranked feed --------------------------------------------------------------------------
 
     def _ranked_first_page(self, user_id: int, graph: _Graph, limit: int) -> dict:
-        posts = self._collect(user_id, graph, self.ctx.settings.feed.candidates, None)
+        posts, _ = self._collect(user_id, graph, self.ctx.settings.feed.candidates, None)
         now = self.ctx.clock.now()
         with self.ctx.storage.metadata.transaction() as tx:
             followers = tx.follower_counts(sorted({p.author_id for p in posts}))

@@ -216,6 +216,12 @@ class MetadataStore(Protocol):
         """Commits on normal exit, rolls back on an exception (which propagates)."""
         ...
 
+    def reading(self) -> AbstractContextManager[MetadataTx]:
+        """For reads only (writing through it is an error): no transaction round trips where
+        the database allows (PostgreSQL autocommit), no write lock (SQLite). Each statement
+        sees committed data; use :meth:`transaction` when reads must agree with each other."""
+        ...
+
     def relay_outbox(self, publish: Callable[[Event], object], limit: int = 500) -> int:
         """Publishes up to ``limit`` unpublished outbox events in commit order, marking them
         published in the same transaction (rows locked with SKIP LOCKED on PostgreSQL, so

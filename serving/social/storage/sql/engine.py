@@ -25,6 +25,8 @@ from sqlalchemy.engine import Engine, make_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30.0
+#: Execution option of connections that only read (see ``SqlMetadataStore.reading``).
+READ_ONLY = "social_read_only"
 #: PostgreSQL advisory lock key held while migrating (any constant unique to this schema).
 MIGRATION_LOCK_ID = 7_301_946_211
 
@@ -90,7 +92,12 @@ def _sqlite_engine(url: str, *, echo: bool, pool_size: int, max_overflow: int) -
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (no deadlocking lock upgrades); read-only
+        # connections (execution option READ_ONLY) take a deferred, shared transaction.
+        if connection.get_execution_options().get(READ_ONLY):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 

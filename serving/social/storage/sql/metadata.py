@@ -9,6 +9,7 @@ would abort the surrounding PostgreSQL transaction.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import threading
 import time
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 
 from serving.social.domain import (
@@ -35,7 +37,52 @@ from serving.social.domain import (
 )
 from serving.social.storage.sql import schema as s
 from serving.social.storage.sql._util import chunks, upsert_insert
-from serving.social.storage.sql.engine import current_revision, head_revision, make_engine, migrate
+from serving.social.storage.sql.engine import (
+    READ_ONLY,
+    current_revision,
+    head_revision,
+    make_engine,
+    migrate,
+)
+
+# Larger than any post id (ids are BIGSERIAL, far below 2**62 in practice).
+NO_ID_LIMIT = 2**62
+
+
+@functools.cache
+def _lateral_statement() -> sa.Select[Any]:
+    """PostgreSQL's newest-posts-per-author query, built once with bound parameters
+    (``author_ids`` bigint[], ``per_author``, ``before_id``): one ``LATERAL`` index scan of
+    ``(author_id, id)`` per author over ``unnest(:author_ids)``. The text never changes, so
+    SQLAlchemy compiles it once and psycopg prepares it once."""
+    authors = (
+        sa.func.unnest(sa.bindparam("author_ids", type_=postgresql.ARRAY(sa.BigInteger)))
+        .table_valued("aid")
+        .render_derived("authors")
+    )
+    p = s.posts.c
+    newest = (
+        sa.select(s.posts)
+        .where(
+            p.author_id == authors.c.aid,
+            p.deleted_at.is_(None),
+            p.id < sa.bindparam("before_id", type_=sa.BigInteger),
+        )
+        .order_by(p.id.desc())
+        .limit(sa.bindparam("per_author", type_=sa.Integer))
+        .lateral("newest")
+    )
+    return (
+        sa.select(*newest.c)
+        .select_from(authors)
+        .join(newest, sa.true())
+        .order_by(newest.c.id.desc())
+    )
+
+
+#: PostgreSQL statements of :meth:`SqlMetadataTx._by_ids`, built once per name.
+_PG_BY_IDS: dict[str, Any] = {}
+
 
 # --- rows to records ------------------------------------------------------------------------------
 
@@ -140,6 +187,21 @@ class SqlMetadataTx:
     def _run(self, statement: Any, params: Any = None) -> sa.CursorResult[Any]:
         return self.connection.execute(statement, params)
 
+    def _by_ids(
+        self, name: str, build: Callable[[Callable[[Any], Any]], Any], ids: list[int]
+    ) -> sa.CursorResult[Any]:
+        """Runs the statement ``build(match)`` where ``match(column)`` restricts ``column`` to
+        ``ids``. On PostgreSQL the statement is built once per ``name`` with
+        ``column = ANY(:ids)`` and reused (compiled and prepared once); on SQLite it is built
+        with a plain ``IN`` each time."""
+        if self._dialect == "postgresql":
+            statement = _PG_BY_IDS.get(name)
+            if statement is None:
+                ids_param = sa.bindparam("ids", type_=postgresql.ARRAY(sa.BigInteger))
+                statement = _PG_BY_IDS.setdefault(name, build(lambda c: c == sa.any_(ids_param)))
+            return self._run(statement, {"ids": ids})
+        return self._run(build(lambda c: c.in_(ids)))
+
     def _insert(self, table: sa.Table) -> Any:
         return upsert_insert(self._dialect, table)
 
@@ -187,7 +249,8 @@ class SqlMetadataTx:
         """The existing users among ``user_ids`` by id."""
         found: dict[int, User] = {}
         for chunk in chunks(user_ids):
-            for row in self._run(sa.select(s.users).where(s.users.c.id.in_(chunk))):
+            rows = self._by_ids("users", lambda m: sa.select(s.users).where(m(s.users.c.id)), chunk)
+            for row in rows:
                 found[row.id] = _user(row)
         return found
 
@@ -276,12 +339,16 @@ class SqlMetadataTx:
         f = s.follows.c
         counts = dict.fromkeys(user_ids, 0)
         for chunk in chunks(user_ids):
-            statement = (
-                sa.select(f.followee_id, sa.func.count())
-                .where(f.followee_id.in_(chunk))
-                .group_by(f.followee_id)
+            rows = self._by_ids(
+                "follower_counts",
+                lambda m: (
+                    sa.select(f.followee_id, sa.func.count())
+                    .where(m(f.followee_id))
+                    .group_by(f.followee_id)
+                ),
+                chunk,
             )
-            for followee_id, count in self._run(statement):
+            for followee_id, count in rows:
                 counts[followee_id] = int(count)
         return counts
 
@@ -367,8 +434,12 @@ class SqlMetadataTx:
         p = s.posts.c
         found: dict[int, Post] = {}
         for chunk in chunks(post_ids):
-            statement = sa.select(s.posts).where(p.id.in_(chunk), p.deleted_at.is_(None))
-            for row in self._run(statement):
+            rows = self._by_ids(
+                "live_posts",
+                lambda m: sa.select(s.posts).where(m(p.id), p.deleted_at.is_(None)),
+                chunk,
+            )
+            for row in rows:
                 found[row.id] = _post(row)
         return found
 
@@ -392,31 +463,24 @@ class SqlMetadataTx:
         found: list[Post] = []
         for chunk in chunks(author_ids):
             if self._dialect == "postgresql":
-                statement = self._recent_posts_lateral(chunk, limit_per_author, before_id)
+                statement, params = self._recent_posts_lateral(chunk, limit_per_author, before_id)
+                rows = self._run(statement, params)
             else:
-                statement = self._recent_posts_window(chunk, limit_per_author, before_id)
-            found.extend(_post(row) for row in self._run(statement))
+                rows = self._run(self._recent_posts_window(chunk, limit_per_author, before_id))
+            found.extend(_post(row) for row in rows)
         found.sort(key=lambda post: post.id, reverse=True)
         return found
 
     @staticmethod
     def _recent_posts_lateral(
         author_ids: list[int], limit: int, before_id: int | None
-    ) -> sa.Select[Any]:
-        authors = sa.values(sa.column("aid", sa.BigInteger), name="authors").data(
-            [(a,) for a in author_ids]
-        )
-        p = s.posts.c
-        inner = sa.select(s.posts).where(p.author_id == authors.c.aid, p.deleted_at.is_(None))
-        if before_id is not None:
-            inner = inner.where(p.id < before_id)
-        newest = inner.order_by(p.id.desc()).limit(limit).lateral("newest")
-        return (
-            sa.select(*newest.c)
-            .select_from(authors)
-            .join(newest, sa.true())
-            .order_by(newest.c.id.desc())
-        )
+    ) -> tuple[sa.Select[Any], dict[str, Any]]:
+        params = {
+            "author_ids": list(author_ids),
+            "per_author": limit,
+            "before_id": before_id if before_id is not None else NO_ID_LIMIT,
+        }
+        return _lateral_statement(), params
 
     @staticmethod
     def _recent_posts_window(
@@ -474,7 +538,8 @@ class SqlMetadataTx:
         """The existing media among ``media_ids`` by id."""
         found: dict[int, Media] = {}
         for chunk in chunks(media_ids):
-            for row in self._run(sa.select(s.media).where(s.media.c.id.in_(chunk))):
+            rows = self._by_ids("media", lambda m: sa.select(s.media).where(m(s.media.c.id)), chunk)
+            for row in rows:
                 found[row.id] = _media(row)
         return found
 
@@ -631,13 +696,23 @@ class SqlMetadataTx:
         """``{post_id: {"likes": n, "comments": n, "saves": n}}`` (zeros included)."""
         counts = {pid: {"likes": 0, "comments": 0, "saves": 0} for pid in post_ids}
         for chunk in chunks(post_ids):
-            for name, table in (("likes", s.likes), ("comments", s.comments), ("saves", s.saves)):
-                column = table.c.post_id
-                statement = (
-                    sa.select(column, sa.func.count()).where(column.in_(chunk)).group_by(column)
+            # one round trip: the three grouped counts as one UNION ALL
+            def build(match: Callable[[Any], Any]) -> Any:
+                return sa.union_all(
+                    *(
+                        sa.select(sa.literal(name).label("kind"), t.c.post_id, sa.func.count())
+                        .where(match(t.c.post_id))
+                        .group_by(t.c.post_id)
+                        for name, t in (
+                            ("likes", s.likes),
+                            ("comments", s.comments),
+                            ("saves", s.saves),
+                        )
+                    )
                 )
-                for post_id, count in self._run(statement):
-                    counts[post_id][name] = int(count)
+
+            for kind, post_id, count in self._by_ids("post_counts", build, chunk):
+                counts[post_id][kind] = int(count)
         return counts
 
     def append_events(self, events: Sequence[InteractionEvent]) -> int:
@@ -702,6 +777,18 @@ class SqlMetadataStore:
         """Commits on normal exit, rolls back on an exception (which propagates)."""
         with self.engine.begin() as connection:
             yield SqlMetadataTx(connection)
+
+    @contextmanager
+    def reading(self) -> Iterator[SqlMetadataTx]:
+        """For reads only: PostgreSQL runs each statement on its own (autocommit: no BEGIN and
+        COMMIT round trips), SQLite takes a deferred, shared transaction (no write lock)."""
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                yield SqlMetadataTx(conn)
+        else:
+            connection = self.engine.connect().execution_options(**{READ_ONLY: True})
+            with connection as conn, conn.begin():
+                yield SqlMetadataTx(conn)
 
     def relay_outbox(self, publish: Callable[[Event], object], limit: int = 500) -> int:
         """Publishes up to ``limit`` unpublished outbox events in ``seq`` order and marks them

@@ -369,3 +369,24 @@ def test_check_and_close(store: SqlMetadataStore, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="unreachable"):
         down.check()
     down.close()
+
+
+def test_reading_sees_commits_and_does_not_block_writers(store: SqlMetadataStore) -> None:
+    (ana,) = _users(store, "ana")
+    with store.transaction() as tx:
+        post = tx.create_post(ana, 1.0, caption="first")
+    with store.reading() as reader:
+        assert reader.get_posts([post.id])[post.id].caption == "first"
+        done = threading.Event()
+
+        def write() -> None:  # a writer on another connection while the reader is open
+            with store.transaction() as tx:
+                tx.create_post(ana, 2.0, caption="second")
+            done.set()
+
+        thread = threading.Thread(target=write)
+        thread.start()
+        assert done.wait(10), "a writer waited on an open reader"
+        thread.join()
+    with store.reading() as reader:
+        assert [p.caption for p in reader.recent_posts([ana], 10)] == ["second", "first"]
