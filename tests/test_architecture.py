@@ -57,3 +57,16 @@ def test_importing_recsys_starts_nothing_and_reads_no_env() -> None:
     env = {"PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
+
+
+def test_backend_runs_without_loading_torch() -> None:
+    """Building the app, the workers and the CLI loads neither torch nor the library."""
+    code = (
+        "import sys; import serving.social.api as api, serving.social.workers, "
+        "serving.social.cli, serving.social.demo; api.create_app();"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'torchrec', 'fbgemm_gpu', 'recsys'));"
+        "assert not loaded, loaded; print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
