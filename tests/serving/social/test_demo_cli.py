@@ -51,17 +51,20 @@ def test_backend_help_and_config_errors() -> None:
     assert unknown.returncode != 0 and "unknown command" in unknown.stderr
 
 
-def test_serve_starts_on_the_embedded_default(tmp_path) -> None:
-    """`recsys backend serve` with no set-up: SQLite and blobs under the given data_dir."""
+def test_serve_starts_on_either_storage(backend_settings, tmp_path) -> None:
+    """`recsys backend serve` with no set-up on the embedded default (SQLite and blobs under
+    data_dir), and with backend=production on PostgreSQL and Redis."""
     port = free_port()
+    args = [f"backend.server.port={port}", f"backend.data_dir={tmp_path / 'data'}"]
+    if backend_settings.storage == "production":
+        args += [
+            "backend=production",
+            f"backend.postgres_url={backend_settings.postgres_url}",
+            f"backend.redis_url={backend_settings.redis_url}",
+            f"backend.redis_prefix={backend_settings.redis_prefix}",
+        ]
     proc = subprocess.Popen(
-        [
-            *RECSYS,
-            "backend",
-            "serve",
-            f"backend.server.port={port}",
-            f"backend.data_dir={tmp_path / 'data'}",
-        ],
+        [*RECSYS, "backend", "serve", *args],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -72,7 +75,8 @@ def test_serve_starts_on_the_embedded_default(tmp_path) -> None:
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert r.status == 200 and b"embedded" in r.read()
+                    assert r.status == 200
+                    assert backend_settings.storage.encode() in r.read()
                     break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -80,7 +84,8 @@ def test_serve_starts_on_the_embedded_default(tmp_path) -> None:
                 time.sleep(0.3)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=5) as r:
             assert b"/v1/feed" in r.read()
-        assert (tmp_path / "data" / "social.sqlite3").is_file()
+        if backend_settings.storage == "embedded":
+            assert (tmp_path / "data" / "social.sqlite3").is_file()
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
