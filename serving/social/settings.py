@@ -159,6 +159,12 @@ def settings_from_mapping(values: Mapping[str, Any] | None = None) -> BackendSet
             f"backend settings: ranker.kind must be 'chronological' or 'http', "
             f"got {settings.ranker.kind!r}"
         )
+    unknown_codecs = sorted(set(settings.media.video_codecs) - {"h264", "av1"})
+    if unknown_codecs:
+        raise ValueError(
+            f"backend settings: media.video_codecs has unknown codec(s) {unknown_codecs}; "
+            "known: ['av1', 'h264']"
+        )
     for name in ("threshold", "timeline_cap", "batch_size"):
         if getattr(settings.fanout, name) < 1:
             raise ValueError(f"backend settings: fanout.{name} must be >= 1")

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from serving.social.clock import Clock
@@ -71,8 +72,9 @@ def open_storage(settings: BackendSettings, clock: Clock) -> Storage:
         client.ping()
     except Exception as error:
         metadata.close()
+        where = re.sub(r"//[^@/]*@", "//***@", settings.redis_url)
         raise RuntimeError(
-            f"Redis at {settings.redis_url} is not reachable ({error}); start it "
+            f"Redis at {where} is not reachable ({error}); start it "
             "(scripts/services.sh start) or set backend.redis_url"
         ) from error
     prefix = settings.redis_prefix

@@ -883,14 +883,13 @@ class SqlMetadataStore:
         try:
             revision = current_revision(self.engine)
         except Exception as error:
-            raise RuntimeError(
-                f"metadata database unreachable at {self.engine.url.render_as_string()}: {error}"
-            ) from error
+            where = self.engine.url.render_as_string(hide_password=True)
+            raise RuntimeError(f"metadata database unreachable at {where}: {error}") from error
         head = head_revision()
         if revision != head:
             raise RuntimeError(
                 f"metadata database schema is at revision {revision!r}, expected {head!r}: "
-                "run the migrations (serving.social.storage.sql.migrate)"
+                "run `recsys backend migrate` (serving.social.storage.sql.migrate)"
             )
 
     def close(self) -> None:
