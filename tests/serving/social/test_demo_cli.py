@@ -103,3 +103,32 @@ def test_migrate_command(backend_settings) -> None:
     run = _run(*args)
     assert run.returncode == 0, run.stderr
     assert "schema at revision" in run.stdout
+
+
+def test_backend_benchmark_runs_and_reports_ratios(postgres_server_url, redis_url, tmp_path):
+    """A tiny run of `recsys bench backend` (figures are not asserted: that is its job)."""
+    out = tmp_path / "bench.json"
+    run = _run(
+        "bench",
+        "backend",
+        "--followers",
+        "300",
+        "--posts",
+        "2",
+        "--reads",
+        "30",
+        "--followees",
+        "20",
+        "--postgres-url",
+        postgres_server_url,
+        "--redis-url",
+        redis_url,
+        "--json",
+        str(out),
+    )
+    assert run.returncode == 0, run.stderr
+    import json
+
+    report = json.loads(out.read_text())
+    assert set(report["fanout_ratio_vs_raw"]) == {"timeline_push", "fanout_service"}
+    assert report["feed_read_ms"]["feed_p99"] > 0 and report["followers"] == 300
