@@ -5,21 +5,13 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 
-from serving.social.storage.redis import RedisKeyValueCache, RedisRateLimiter, make_redis
+from serving.social.storage.redis import RedisKeyValueCache, RedisRateLimiter
 
 T0 = 1_767_225_600.0
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = make_redis(redis_url)
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import redis
 
 from serving.social.domain import Story
-from serving.social.storage.redis import RedisStoryCache, make_redis
+from serving.social.storage.redis import RedisStoryCache
 
 T0 = 1_767_225_600.0  # the ManualClock's default start: far from Redis's own clock on purpose
 DAY = 86_400.0
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = make_redis(redis_url)
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis
 
-from serving.social.storage.redis import RedisTimelineStore, make_redis
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = make_redis(redis_url)
-    yield c
-    c.close()
+from serving.social.storage.redis import RedisTimelineStore
 
 
 @pytest.fixture
