@@ -19,13 +19,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Header, Query, Request, Response, UploadFile
+from fastapi import Depends, FastAPI, File, Header, Path, Query, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from serving.social.backend import Backend, open_backend
 from serving.social.domain import (
+    MAX_ID,
     BackendError,
     NotFound,
     PayloadTooLarge,
@@ -37,6 +39,11 @@ from serving.social.settings import BackendSettings
 from serving.social.workers import Workers
 
 log = logging.getLogger(__name__)
+
+
+#: A path id: a positive integer that fits the databases' BIGINT (larger ones are a 422, not a
+#: driver overflow).
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 # --- request bodies -------------------------------------------------------------------------
@@ -56,12 +63,12 @@ class LoginIn(BaseModel):
 
 class PostIn(BaseModel):
     caption: str = Field("", max_length=10_000)
-    media_id: int | None = Field(None, ge=1)
+    media_id: Id | None = Field(None, ge=1)
     topic: str = Field("", max_length=64)
 
 
 class StoryIn(BaseModel):
-    media_id: int = Field(ge=1)
+    media_id: Id = Field(ge=1)
 
 
 class CommentIn(BaseModel):
@@ -69,7 +76,7 @@ class CommentIn(BaseModel):
 
 
 class ImpressionIn(BaseModel):
-    post_id: int
+    post_id: Id
     dwell_ms: int = 0
     event_id: str | None = None
 
@@ -262,32 +269,32 @@ def _install_routes(app: FastAPI) -> None:
         return backend.accounts.profile(user_id)
 
     @app.get("/v1/users/{target}", tags=["accounts"])
-    def profile(target: int, backend: BackendDep, user_id: Reader) -> dict[str, Any]:
+    def profile(target: Id, backend: BackendDep, user_id: Reader) -> dict[str, Any]:
         return backend.accounts.profile(target)
 
     @app.put("/v1/users/{target}/follow", tags=["graph"])
-    def follow(target: int, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
+    def follow(target: Id, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
         return {"following": True, "changed": backend.accounts.follow(user_id, target)}
 
     @app.delete("/v1/users/{target}/follow", tags=["graph"])
-    def unfollow(target: int, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
+    def unfollow(target: Id, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
         return {"following": False, "changed": backend.accounts.unfollow(user_id, target)}
 
     @app.put("/v1/users/{target}/block", tags=["graph"])
-    def block(target: int, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
+    def block(target: Id, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
         return {"blocked": True, "changed": backend.accounts.block(user_id, target)}
 
     @app.delete("/v1/users/{target}/block", tags=["graph"])
-    def unblock(target: int, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
+    def unblock(target: Id, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
         return {"blocked": False, "changed": backend.accounts.unblock(user_id, target)}
 
     @app.get("/v1/users/{target}/posts", tags=["posts"])
     def user_posts(
-        target: int,
+        target: Id,
         backend: BackendDep,
         user_id: Reader,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
-        cursor: Annotated[int | None, Query(ge=1)] = None,
+        cursor: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     ) -> dict[str, Any]:
         return backend.posts.by_author(user_id, target, limit, cursor)
 
@@ -307,12 +314,10 @@ def _install_routes(app: FastAPI) -> None:
         data = await file.read(limit + 1)
         if len(data) > limit:
             raise PayloadTooLarge(f"upload larger than {limit} bytes", field="file")
-        from starlette.concurrency import run_in_threadpool
-
         return await run_in_threadpool(backend.media.upload, user_id, data, file.content_type)
 
     @app.get("/v1/media/{media_id}", tags=["media"])
-    def media_status(media_id: int, backend: BackendDep, user_id: Reader) -> dict[str, Any]:
+    def media_status(media_id: Id, backend: BackendDep, user_id: Reader) -> dict[str, Any]:
         return backend.media.get(user_id, media_id)
 
     @app.get("/v1/blobs/{key}", tags=["media"], response_class=FileResponse)
@@ -340,11 +345,11 @@ def _install_routes(app: FastAPI) -> None:
         return backend.posts.create(user_id, body.caption, body.media_id, body.topic)
 
     @app.get("/v1/posts/{post_id}", tags=["posts"])
-    def get_post(post_id: int, backend: BackendDep, user_id: Reader) -> dict[str, Any]:
+    def get_post(post_id: Id, backend: BackendDep, user_id: Reader) -> dict[str, Any]:
         return backend.posts.get(user_id, post_id)
 
     @app.delete("/v1/posts/{post_id}", status_code=204, tags=["posts"])
-    def delete_post(post_id: int, backend: BackendDep, user_id: Writer) -> Response:
+    def delete_post(post_id: Id, backend: BackendDep, user_id: Writer) -> Response:
         backend.posts.delete(user_id, post_id)
         return Response(status_code=204)
 
@@ -360,38 +365,38 @@ def _install_routes(app: FastAPI) -> None:
 
     # interactions
     @app.put("/v1/posts/{post_id}/like", tags=["interactions"])
-    def like(post_id: int, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
+    def like(post_id: Id, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
         return backend.interactions.like(user_id, post_id)
 
     @app.delete("/v1/posts/{post_id}/like", tags=["interactions"])
-    def unlike(post_id: int, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
+    def unlike(post_id: Id, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
         return backend.interactions.unlike(user_id, post_id)
 
     @app.put("/v1/posts/{post_id}/save", tags=["interactions"])
-    def save(post_id: int, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
+    def save(post_id: Id, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
         return backend.interactions.save(user_id, post_id)
 
     @app.delete("/v1/posts/{post_id}/save", tags=["interactions"])
-    def unsave(post_id: int, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
+    def unsave(post_id: Id, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
         return backend.interactions.unsave(user_id, post_id)
 
     @app.post("/v1/posts/{post_id}/share", tags=["interactions"])
-    def share(post_id: int, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
+    def share(post_id: Id, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
         return backend.interactions.share(user_id, post_id)
 
     @app.post("/v1/posts/{post_id}/comments", status_code=201, tags=["interactions"])
     def comment(
-        post_id: int, body: CommentIn, backend: BackendDep, user_id: Writer
+        post_id: Id, body: CommentIn, backend: BackendDep, user_id: Writer
     ) -> dict[str, Any]:
         return backend.interactions.comment(user_id, post_id, body.text)
 
     @app.get("/v1/posts/{post_id}/comments", tags=["interactions"])
     def comments(
-        post_id: int,
+        post_id: Id,
         backend: BackendDep,
         user_id: Reader,
         limit: Annotated[int, Query(ge=1, le=100)] = 50,
-        cursor: Annotated[int, Query(ge=0)] = 0,
+        cursor: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     ) -> dict[str, Any]:
         return backend.interactions.comments(user_id, post_id, cursor, limit)
 
@@ -411,13 +416,13 @@ def _install_routes(app: FastAPI) -> None:
         return backend.stories.tray(user_id)
 
     @app.get("/v1/stories/{story_id}", tags=["stories"])
-    def get_story(story_id: int, backend: BackendDep, user_id: Reader) -> dict[str, Any]:
+    def get_story(story_id: Id, backend: BackendDep, user_id: Reader) -> dict[str, Any]:
         return backend.stories.get(user_id, story_id)
 
     @app.post("/v1/stories/{story_id}/view", tags=["stories"])
-    def view_story(story_id: int, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
+    def view_story(story_id: Id, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
         return backend.stories.view(user_id, story_id)
 
     @app.get("/v1/stories/{story_id}/viewers", tags=["stories"])
-    def story_viewers(story_id: int, backend: BackendDep, user_id: Reader) -> dict[str, Any]:
+    def story_viewers(story_id: Id, backend: BackendDep, user_id: Reader) -> dict[str, Any]:
         return backend.stories.viewers(user_id, story_id)

@@ -13,6 +13,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+#: The largest id any store holds (PostgreSQL BIGINT, SQLite INTEGER): the API refuses larger.
+MAX_ID = 2**63 - 1
+
 MediaKind = Literal["image", "video"]
 MediaStatus = Literal["processing", "ready", "failed", "deleted"]
 PostMediaType = Literal["text", "image", "video"]
@@ -52,6 +55,12 @@ class NotFound(BackendError):
 
 class Conflict(BackendError):
     status, code = 409, "conflict"
+
+
+class CursorExpired(BackendError):
+    """A paging cursor whose session is gone (start again without a cursor)."""
+
+    status, code = 410, "cursor_expired"
 
 
 class PayloadTooLarge(BackendError):

@@ -25,17 +25,13 @@ from typing import Any
 
 from serving.social.cachekeys import GRAPH_TTL_S, graph_key
 from serving.social.context import Context
-from serving.social.domain import BackendError, BadRequest, NotFound, Post
+from serving.social.domain import MAX_ID, BadRequest, CursorExpired, NotFound, Post
 from serving.social.ranking import Candidate, RankingClient
 from serving.social.views import post_views
 
 # Re-touching ``last_active_at`` on every read would make each read a write; once an hour is
 # plenty for an inactivity period measured in days.
 TOUCH_EVERY_S = 3_600.0
-
-
-class CursorExpired(BackendError):
-    status, code = 410, "cursor_expired"
 
 
 @dataclass
@@ -62,7 +58,9 @@ class FeedService:
         graph = self._graph(user_id)
         if cursor and cursor.startswith("r"):
             return self._snapshot_page(user_id, graph, cursor, limit)
-        if cursor and not (cursor.startswith("c") and cursor[1:].isdigit()):
+        if cursor and not (
+            cursor.startswith("c") and cursor[1:].isdigit() and int(cursor[1:]) <= MAX_ID
+        ):
             raise BadRequest(f"malformed cursor {cursor!r}", field="cursor")
         before = int(cursor[1:]) if cursor else None
         if not self.ranking.ranked:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from serving.social.context import Context
-from serving.social.domain import BadRequest, InteractionEvent, NotFound, Post
+from serving.social.domain import MAX_ID, BadRequest, InteractionEvent, NotFound, Post
 from serving.social.storage.interfaces import MetadataTx
 
 MAX_COMMENT = 1_000
@@ -95,8 +95,12 @@ class InteractionService:
         for i, item in enumerate(items):
             where = f"events[{i}]"
             post_id, dwell = item.get("post_id"), item.get("dwell_ms", 0)
-            if not isinstance(post_id, int) or isinstance(post_id, bool) or post_id < 1:
-                raise BadRequest(f"{where}.post_id must be a positive integer", field=where)
+            if (
+                not isinstance(post_id, int)
+                or isinstance(post_id, bool)
+                or not (1 <= post_id <= MAX_ID)
+            ):
+                raise BadRequest(f"{where}.post_id must be an id (1 to 2**63 - 1)", field=where)
             if (
                 not isinstance(dwell, int)
                 or isinstance(dwell, bool)

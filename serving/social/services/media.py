@@ -22,9 +22,9 @@ from typing import Any
 from serving.social.context import Context
 from serving.social.domain import Event, NotFound, Rendition
 from serving.social.media import MediaProcessingError
-from serving.social.media.images import process_image
+from serving.social.media.images import RenditionFile, process_image
 from serving.social.media.sniff import inspect_upload
-from serving.social.media.video import process_video
+from serving.social.media.video import RenditionPath, process_video
 from serving.social.views import media_view
 
 log = logging.getLogger(__name__)
@@ -122,40 +122,32 @@ class MediaService:
 
     # --- processing ---------------------------------------------------------------------------
 
-    def _put(self, data: bytes, written: list[str]) -> str:
+    def _store(self, rendition: RenditionFile | RenditionPath, written: list[str]) -> Rendition:
+        """Puts one rendition (bytes or a file) in the blob store and returns its record;
+        ``written`` collects the keys this attempt added, to remove them if it fails."""
         blobs = self.ctx.storage.blobs
-        new = not blobs.exists(hashlib.sha256(data).hexdigest())
-        key = blobs.put(data)
-        if new:
-            written.append(key)
-        return key
-
-    def _put_file(self, path: Path, written: list[str]) -> str:
         digest = hashlib.sha256()
-        with path.open("rb") as file:
-            for chunk in iter(lambda: file.read(1 << 20), b""):
-                digest.update(chunk)
-        blobs = self.ctx.storage.blobs
+        if isinstance(rendition, RenditionFile):
+            digest.update(rendition.data)
+        else:
+            with rendition.path.open("rb") as file:
+                for chunk in iter(lambda: file.read(1 << 20), b""):
+                    digest.update(chunk)
         new = not blobs.exists(digest.hexdigest())
-        key = blobs.put_file(path)
+        size = rendition.size_bytes
+        if isinstance(rendition, RenditionFile):
+            key = blobs.put(rendition.data)
+        else:
+            key = blobs.put_file(rendition.path)
         if new:
             written.append(key)
-        return key
+        return Rendition(
+            rendition.name, key, rendition.content_type, rendition.width, rendition.height, size
+        )
 
     def _image(self, raw_key: str, written: list[str]) -> tuple[list[Rendition], dict]:
-        data = self.ctx.storage.blobs.get(raw_key)
-        result = process_image(data, self.ctx.settings.media)
-        renditions = [
-            Rendition(
-                name=r.name,
-                blob_key=self._put(r.data, written),
-                content_type=r.content_type,
-                width=r.width,
-                height=r.height,
-                size_bytes=len(r.data),
-            )
-            for r in result.renditions
-        ]
+        result = process_image(self.ctx.storage.blobs.get(raw_key), self.ctx.settings.media)
+        renditions = [self._store(r, written) for r in result.renditions]
         extra = {
             "width": result.width,
             "height": result.height,
@@ -167,17 +159,7 @@ class MediaService:
         source = self.ctx.storage.blobs.path(raw_key)
         with tempfile.TemporaryDirectory(prefix="media-") as workdir:
             result = process_video(source, Path(workdir), self.ctx.settings.media)
-            renditions = [
-                Rendition(
-                    name=r.name,
-                    blob_key=self._put_file(r.path, written),
-                    content_type=r.content_type,
-                    width=r.width,
-                    height=r.height,
-                    size_bytes=r.path.stat().st_size,
-                )
-                for r in result.renditions
-            ]
+            renditions = [self._store(r, written) for r in result.renditions]
         extra: dict[str, Any] = {"width": result.width, "height": result.height}
         if result.thumbhash:
             extra["thumbhash"] = base64.b64encode(result.thumbhash).decode()

@@ -10,7 +10,8 @@ import re
 from typing import Any
 
 from serving.social.context import Context
-from serving.social.domain import BadRequest, Conflict, Event, Forbidden, NotFound, Post
+from serving.social.domain import BadRequest, Event, Forbidden, NotFound, Post
+from serving.social.services.shared import owned_ready_media
 from serving.social.views import post_views
 
 MAX_CAPTION = 2_200
@@ -35,18 +36,7 @@ class PostService:
         with self.ctx.storage.metadata.transaction() as tx:
             media_type = "text"
             if media_id is not None:
-                media = tx.get_media(media_id)
-                if media is None or media.status == "deleted":
-                    raise NotFound(f"media {media_id} not found", field="media_id")
-                if media.owner_id != author_id:
-                    raise Forbidden(f"media {media_id} belongs to another user", field="media_id")
-                if media.status != "ready":
-                    detail = f": {media.reason}" if media.status == "failed" else ""
-                    raise Conflict(
-                        f"media {media_id} is {media.status}{detail}; post it once ready",
-                        field="media_id",
-                    )
-                media_type = media.kind
+                media_type = owned_ready_media(tx, author_id, media_id).kind
             post = tx.create_post(
                 author_id,
                 now,

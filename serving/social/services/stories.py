@@ -16,7 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from serving.social.context import Context
-from serving.social.domain import Conflict, Event, Forbidden, NotFound, Story
+from serving.social.domain import Event, Forbidden, NotFound, Story
+from serving.social.services.shared import owned_ready_media
 from serving.social.views import media_view
 
 STREAM = "stories"
@@ -32,13 +33,7 @@ class StoryService:
     def post(self, author_id: int, media_id: int) -> dict[str, Any]:
         now = self.ctx.clock.now()
         with self.ctx.storage.metadata.transaction() as tx:
-            media = tx.get_media(media_id)
-            if media is None or media.status == "deleted":
-                raise NotFound(f"media {media_id} not found", field="media_id")
-            if media.owner_id != author_id:
-                raise Forbidden(f"media {media_id} belongs to another user", field="media_id")
-            if media.status != "ready":
-                raise Conflict(f"media {media_id} is {media.status}", field="media_id")
+            media = owned_ready_media(tx, author_id, media_id)
             story = tx.create_story(author_id, media_id, now, now + self.ctx.settings.stories.ttl_s)
             # The tray cache is written below; the outbox event re-adds it (idempotently) if this
             # process dies between the commit and the cache write.

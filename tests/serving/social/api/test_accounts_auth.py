@@ -144,3 +144,26 @@ def test_rate_limit_answers_429_with_retry_after(limited, clock) -> None:
     clock.advance(2)
     assert api.post("/v1/posts", json={"caption": "later"}, headers=ana.auth).status_code == 201
     assert api.post("/v1/posts", json={"caption": "x"}, headers=ana.auth).status_code == 429
+
+
+def test_ids_beyond_bigint_are_refused_not_crashed(api) -> None:
+    """Ids no store can hold get a 422 (path, query, body) or 400 (feed cursor), never a 500."""
+    (ana,) = users(api, "ana")
+    big = 2**70
+    requests = [
+        ("GET", f"/v1/posts/{big}", None, 422),
+        ("PUT", f"/v1/users/{big}/follow", None, 422),
+        ("GET", f"/v1/stories/{big}", None, 422),
+        ("GET", f"/v1/media/{big}", None, 422),
+        ("GET", "/v1/posts/-5", None, 422),
+        ("GET", f"/v1/users/{ana.id}/posts?cursor={big}", None, 422),
+        ("GET", f"/v1/posts/1/comments?cursor={big}", None, 422),
+        ("POST", "/v1/posts", {"media_id": big}, 422),
+        ("POST", "/v1/stories", {"media_id": big}, 422),
+        ("POST", "/v1/events/impressions", {"events": [{"post_id": big}]}, 422),
+        ("GET", f"/v1/feed?cursor=c{big}", None, 400),
+    ]
+    for method, path, body, status in requests:
+        reply = api.request(method, path, json=body, headers=ana.auth)
+        assert reply.status_code == status, (method, path, reply.text)
+        assert reply.json()["error"]["code"] in ("invalid_request", "bad_request")
