@@ -29,9 +29,7 @@ from serving.social.media.thumbhash import MAX_SIDE as THUMBHASH_MAX_SIDE
 from serving.social.media.thumbhash import image_to_thumbhash
 
 if TYPE_CHECKING:
-    from serving.social.domain import Rendition
     from serving.social.settings import MediaSettings
-    from serving.social.storage.interfaces import BlobStore
 
 __all__ = ["ProcessedImage", "RenditionFile", "process_image", "rendition_size"]
 
@@ -40,7 +38,7 @@ _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFE
 
 @dataclass(frozen=True)
 class RenditionFile:
-    """One encoded rendition held in memory (images), ready for ``BlobStore.put``."""
+    """One encoded rendition held in memory (images), ready to be stored as a blob."""
 
     name: str
     data: bytes = field(repr=False)
@@ -51,16 +49,6 @@ class RenditionFile:
     @property
     def size_bytes(self) -> int:
         return len(self.data)
-
-    def store(self, blobs: BlobStore) -> Rendition:
-        """Puts the bytes in ``blobs`` and returns the :class:`~serving.social.domain.Rendition`
-        record that addresses them."""
-        from serving.social.domain import Rendition
-
-        key = blobs.put(self.data)
-        return Rendition(
-            self.name, key, self.content_type, self.width, self.height, self.size_bytes
-        )
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,7 @@ from typing import TYPE_CHECKING, Any
 from serving.social.media.errors import MediaProcessingError
 
 if TYPE_CHECKING:
-    from serving.social.domain import Rendition
     from serving.social.settings import MediaSettings
-    from serving.social.storage.interfaces import BlobStore
 
 __all__ = [
     "AV1_ENCODERS",
@@ -94,15 +92,6 @@ class RenditionPath:
     @property
     def size_bytes(self) -> int:
         return self.path.stat().st_size
-
-    def store(self, blobs: BlobStore) -> Rendition:
-        """Copies the file into ``blobs`` (``put_file``) and returns the
-        :class:`~serving.social.domain.Rendition` record that addresses it."""
-        from serving.social.domain import Rendition
-
-        size = self.size_bytes
-        key = blobs.put_file(self.path)
-        return Rendition(self.name, key, self.content_type, self.width, self.height, size)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from serving.social.media.thumbhash import (
     thumbhash_to_rgba,
 )
 from serving.social.settings import MediaSettings
-from serving.social.storage.blobs import LocalBlobStore
 
 SETTINGS = MediaSettings()
 RED, BLUE = (230, 20, 20), (20, 20, 230)
@@ -337,17 +336,3 @@ def test_heic_roundtrip() -> None:
     assert out.size == (64, 32)
     assert _close(out.getpixel((5, 16)), RED, tol=60)
     assert _close(out.getpixel((58, 16)), BLUE, tol=60)
-
-
-def test_rendition_store(tmp_path) -> None:
-    blobs = LocalBlobStore(tmp_path)
-    result = process_image(_save(_halves((300, 200)), "PNG"), SETTINGS)
-    records = [rendition.store(blobs) for rendition in result.renditions]
-    for record, rendition in zip(records, result.renditions, strict=True):
-        assert blobs.get(record.blob_key) == rendition.data
-        assert (record.name, record.content_type) == (rendition.name, rendition.content_type)
-        assert (record.width, record.height, record.size_bytes) == (
-            rendition.width,
-            rendition.height,
-            rendition.size_bytes,
-        )
