@@ -87,23 +87,6 @@ def storage_kind(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def _truncate_postgres(url: str) -> None:
-    """Empties every table of the migrated test database (ids restart at 1)."""
-    import sqlalchemy as sa
-
-    from serving.social.storage.sql import make_engine, migrate
-    from serving.social.storage.sql.schema import metadata
-
-    engine = make_engine(url)
-    try:
-        migrate(engine)
-        names = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-        with engine.begin() as conn:
-            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-    finally:
-        engine.dispose()
-
-
 @pytest.fixture
 def backend_settings(storage_kind: str, tmp_path, request: pytest.FixtureRequest):
     """Settings for one test's backend: a fresh SQLite file, or the session's PostgreSQL
@@ -122,7 +105,9 @@ def backend_settings(storage_kind: str, tmp_path, request: pytest.FixtureRequest
         values["redis_url"] = request.getfixturevalue("redis_url")
         values["redis_prefix"] = request.getfixturevalue("redis_prefix")
         values["postgres_url"] = pg
-        _truncate_postgres(pg)
+        from serving.social.storage.sql.testing import fresh_engine
+
+        fresh_engine("postgresql", url=pg).dispose()  # migrated, every table emptied
     return settings_from_mapping(values)
 
 

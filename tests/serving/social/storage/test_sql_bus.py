@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -14,17 +13,8 @@ from sqlalchemy.engine import Engine
 from serving.social.clock import ManualClock
 from serving.social.domain import Event
 from serving.social.storage.sql import SqlEventBus, schema
-from serving.social.storage.sql.testing import fresh_engine
 
 T0 = 1_767_225_600.0
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    engine = fresh_engine(request.param, tmp_path=tmp_path, url=url)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -22,17 +20,8 @@ from serving.social.storage.sql import (
     SqlTimelineStore,
     schema,
 )
-from serving.social.storage.sql.testing import fresh_engine
 
 T0 = 1_767_225_600.0
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    engine = fresh_engine(request.param, tmp_path=tmp_path, url=url)
-    yield engine
-    engine.dispose()
 
 
 def _stored_rows(engine: Engine, owner_id: int) -> int:

@@ -4,10 +4,8 @@ SQLite engine is set up for concurrent writers."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -20,15 +18,6 @@ from serving.social.storage.sql import (
     metadata,
     migrate,
 )
-from serving.social.storage.sql.testing import fresh_engine
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
-    engine = fresh_engine(request.param, tmp_path=tmp_path, url=url)
-    yield engine
-    engine.dispose()
 
 
 def test_migrations_match_the_metadata(engine: Engine) -> None:
