@@ -47,6 +47,7 @@ import torch
 from recsys.data.loader import ParquetBatchLoader
 from recsys.models.dlrm import DLRM
 from recsys.modules.embedding import EmbeddingConfig, build_embeddings, embedding_tables
+from recsys.train.tasks.ranking import RankingTask
 from recsys.train.trainer import EarlyStoppingConfig, Trainer, TrainerConfig
 from recsys.types import FeatureSpec, SparseFeature
 
@@ -115,7 +116,7 @@ def ours(
     trainer = Trainer(
         model,
         cfg,
-        task_names=spec.labels,
+        task=RankingTask(spec.labels),
         dense_optimizer=lambda p: torch.optim.Adagrad(p, lr=DENSE_LR),
     )
     train = ParquetBatchLoader(files, spec, batch, shuffle=True, seed=0, prefetch=2)

@@ -21,6 +21,7 @@ from recsys.data.prepared import PreparedDataset, prepare
 from recsys.data.preprocess import PreprocessConfig
 from recsys.data.source import ReadReport
 from recsys.data.split import SplitConfig
+from recsys.train.tasks.ranking import RankingTask
 from recsys.types import FeatureSpec, RawSchema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,3 +146,17 @@ class CrashingLoader:
                 raise RuntimeError("simulated crash")
             self.served += 1
             yield batch
+
+
+def ranking(
+    labels, *, ds: PreparedDataset, loss_weights: dict[str, float] | None = None
+) -> RankingTask:
+    """The ranking task over ``ds`` with its valid and test splits (4096-row eval batches)."""
+    return RankingTask(
+        labels,
+        eval_loaders={
+            "valid": lambda: ds.loader("valid", 4096),
+            "test": lambda: ds.loader("test", 4096),
+        },
+        loss_weights=loss_weights,
+    )

@@ -21,7 +21,7 @@ from pathlib import Path
 USAGE = """usage: recsys COMMAND [hydra overrides ...]
 
 commands:
-  train          train a ranker            (recsys train experiment=dcn_movielens)
+  train          train a ranker or a two-tower (recsys train experiment=dcn_movielens)
   evaluate       evaluate a finished run   (recsys evaluate evaluate.run_dir=DIR)
   data prepare   read, preprocess and split a data set to Parquet
   quickstart     train the multi-task ranker on synthetic social data
@@ -130,13 +130,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif command == "index":
         if not rest or rest[0] != "build":
             raise SystemExit("usage: recsys index build index.run_dir=DIR [index.kind=hnsw]")
-        from recsys.cli.explore_tasks import index_task
-
-        _hydra_app("index", index_task, rest[1:], "recsys index build")
+        _hydra_app("index", tasks.index_task, rest[1:], "recsys index build")
     elif command == "explore":
-        from recsys.cli.explore_tasks import explore_task
-
-        _hydra_app("explore", explore_task, rest, "recsys explore")
+        _hydra_app("explore", tasks.explore_task, rest, "recsys explore")
     elif command == "bench":
         _bench(rest)
     else:

@@ -1,9 +1,8 @@
 """Builds the objects a run needs from a validated Hydra config.
 
-``plan_from_config`` is the bridge from configuration to the library: it resolves the data
-path against the data root, fingerprints the data settings (the prepared Parquet is cached by
-fingerprint), and wraps model, optimizers and trainer settings into a
-:class:`recsys.train.experiment.RunPlan`.
+The data path is resolved against the data root, the data settings fingerprinted (the
+prepared Parquet is cached by fingerprint); model, optimizers and trainer settings become plain
+factories. :mod:`recsys.config.plan` assembles them into a run.
 """
 
 from __future__ import annotations
@@ -30,20 +29,19 @@ from recsys.modules.embedding import (
     build_embeddings,
     embedding_tables,
 )
-from recsys.train.experiment import ModelRecipe, RunPlan
-from recsys.train.tracking import TrackingConfig
-from recsys.train.trainer import OptimizerFactory, TrainerConfig, resolve_device
+from recsys.train.optimizers import OptimizerFactory
+from recsys.train.optimizers import sparse_optimizer_factory as registry_factory
+from recsys.train.ranking_run import ModelRecipe
+from recsys.train.trainer import TrainerConfig, resolve_device
 from recsys.types import FeatureSpec
 
 # Bump when the prepared-data layout changes, so old caches are rebuilt rather than misread.
 PREPARED_FORMAT_VERSION = 1
 
-SPARSE_TORCH_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "rowwise_adagrad": torch.optim.Adagrad,
-    "adagrad": torch.optim.Adagrad,
-    "adam": torch.optim.Adam,
-    "sgd": torch.optim.SGD,
-}
+
+def to_plain(node: Any) -> Any:
+    """A config node as plain dicts and lists (resolved); anything else as it is."""
+    return _container(node)
 
 
 def _container(node: Any) -> Any:
@@ -150,23 +148,20 @@ def dense_optimizer_factory(cfg: DictConfig) -> OptimizerFactory:
 
 
 def sparse_optimizer_factory(cfg: DictConfig) -> OptimizerFactory:
-    """The optimizer for embeddings that are *not* fused (``model.fused=false``)."""
-    node = dict(_container(cfg.sparse_optimizer) or {})
-    kind = node.pop("type", "rowwise_adagrad")
-    if kind not in SPARSE_TORCH_OPTIMIZERS:
-        raise ConfigError(
-            f"sparse_optimizer.type {kind!r} is unknown; "
-            f"choose from {sorted(SPARSE_TORCH_OPTIMIZERS)}"
-        )
-    cls = SPARSE_TORCH_OPTIMIZERS[kind]
+    """The optimizer for embeddings that are *not* fused (``model.fused=false``), from the one
+    registry :data:`recsys.train.optimizers.SPARSE_OPTIMIZERS`."""
+    try:
+        make = registry_factory(dict(_container(cfg.sparse_optimizer) or {}))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
-    def make(params: Sequence[nn.Parameter]) -> torch.optim.Optimizer:
+    def checked(params: Sequence[nn.Parameter] | Sequence[dict]) -> torch.optim.Optimizer:
         try:
-            return cls(params, **node)
-        except TypeError as e:
-            raise ConfigError(f"bad key under 'sparse_optimizer': {e}") from None
+            return make(params)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
-    return make
+    return checked
 
 
 def fused_kernel(name: str, device: torch.device, path: str) -> str:
@@ -227,30 +222,3 @@ def recipe(
 
 def trainer_config(cfg: DictConfig) -> TrainerConfig:
     return OmegaConf.to_object(cfg.trainer)  # type: ignore[return-value]
-
-
-def plan_from_config(cfg: DictConfig, run_dir: Path) -> RunPlan:
-    """The :class:`RunPlan` of a validated training config."""
-    if cfg.model is None:
-        raise ConfigError("no model chosen: set model=dlrm|dcn|multitask|logreg or an experiment")
-    trainer = trainer_config(cfg)
-    baselines = []
-    if cfg.baseline is not None:
-        base_trainer = trainer_config(cfg)
-        baselines.append(recipe(cfg.baseline, cfg, "baseline", base_trainer))
-    dataset, _ = dataset_factory(cfg)
-    tracking: TrackingConfig = OmegaConf.to_object(cfg.tracking)  # type: ignore[assignment]
-    if tracking.run_name is None:
-        tracking.run_name = str(cfg.name)
-    return RunPlan(
-        name=str(cfg.name),
-        run_dir=run_dir,
-        output_root=Path(cfg.paths.output_root),
-        seed=int(cfg.seed),
-        dataset=dataset,
-        model=recipe(cfg.model, cfg, "model", trainer),
-        baselines=baselines,
-        tracking=tracking,
-        params=_container(cfg),
-        resolved_config=OmegaConf.to_yaml(cfg, resolve=True),
-    )

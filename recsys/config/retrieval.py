@@ -1,94 +1,97 @@
-"""Builds the :class:`~recsys.train.retrieval_experiment.RetrievalPlan` of a retrieval config.
+"""Builds the two-tower run (:class:`~recsys.train.retrieval_run.RetrievalExperiment`) of a
+validated ``task: retrieval`` config.
 
-A run with ``task: retrieval`` reads ``data`` (the raw source only: its ``preprocess`` and
-``split`` settings are for the rankers) and the free-form ``retrieval`` node, checked here::
-
-    retrieval:
-      data: {user, item, timestamp, order, user_features, item_features,
-             item_multi_features, positive_labels, fractions, min_interactions}
-      history_len: 50
-      model: {embedding_dim, per_table, user_mlp, item_mlp, output_dim, temperature,
-              learn_temperature, min_temperature, max_temperature, dropout}
-      trainer: {...}           # RetrievalTrainerConfig fields (device defaults to trainer.device)
-      ks: [10, 20, 50, 100]
-      baselines: {most_popular: {}, als: {factors: 64, iterations: 15, ...}}
-      indexes: [{kind: flat}, {kind: hnsw, ...}]   # recsys.retrieval.index.IndexConfig keys
+The run reads ``data`` (the raw source only: ``preprocess`` and ``split`` are the rankers'),
+``model`` (``configs/model/two_tower.yaml``: ``embedding`` and the towers under ``arch``), the
+one ``trainer``, ``optimizer`` (the towers) and ``sparse_optimizer`` (the plain tables), and
+``retrieval`` (groups ``configs/retrieval``: interactions, loss, ks, baselines, indexes).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from recsys.config.build import _container, build_dataclass, build_source
+from recsys.config.build import (
+    _container,
+    build_dataclass,
+    build_source,
+    dense_optimizer_factory,
+    sparse_optimizer_factory,
+    trainer_config,
+)
 from recsys.config.schema import ConfigError
+from recsys.data.retrieval_data import RetrievalData, RetrievalDataSpec
 from recsys.data.source import RawSource
-from recsys.train.retrieval import RetrievalTrainerConfig
-from recsys.train.retrieval_data import RetrievalDataSpec
-from recsys.train.retrieval_experiment import RetrievalPlan, TwoTowerSettings
-from recsys.train.schedule import ScheduleConfig
-from recsys.train.tracking import TrackingConfig
+from recsys.models.two_tower import TwoTower, TwoTowerSettings, build_two_tower
+from recsys.modules.embedding import EmbeddingConfig
+from recsys.retrieval.evaluate import BASELINES
+from recsys.retrieval.index import IndexConfig
+from recsys.train.retrieval_run import RetrievalExperiment
+from recsys.train.tasks.retrieval import RetrievalLossConfig
+from recsys.train.trainer import resolve_device
 
-RETRIEVAL_KEYS = ("data", "history_len", "model", "trainer", "ks", "baselines", "indexes")
-BASELINES = ("most_popular", "als")
+__all__ = ["index_configs", "retrieval_experiment"]
 
 
-def retrieval_plan_from_config(cfg: DictConfig, run_dir: Path) -> RetrievalPlan:
-    """The :class:`RetrievalPlan` of a validated config with ``task: retrieval``."""
-    node: dict[str, Any] = dict(_container(cfg.retrieval) or {})
-    unknown = sorted(set(node) - set(RETRIEVAL_KEYS))
-    if unknown:
-        raise ConfigError(
-            f"unknown config key 'retrieval.{unknown[0]}'; known keys: {list(RETRIEVAL_KEYS)}"
-        )
-    data_values = dict(node.get("data") or {})
-    if "history_len" in node:
-        data_values["history_len"] = node["history_len"]
-    data = build_dataclass(RetrievalDataSpec, data_values, "retrieval.data")
-    model = build_dataclass(TwoTowerSettings, node.get("model"), "retrieval.model")
-    trainer_values = dict(node.get("trainer") or {})
-    trainer_values.setdefault("device", str(cfg.trainer.device))
-    trainer_values.setdefault("seed", int(cfg.seed))
-    if isinstance(trainer_values.get("schedule"), dict):
-        trainer_values["schedule"] = build_dataclass(
-            ScheduleConfig, trainer_values["schedule"], "retrieval.trainer.schedule"
-        )
-    trainer = build_dataclass(RetrievalTrainerConfig, trainer_values, "retrieval.trainer")
-    ks = tuple(int(k) for k in node.get("ks") or (10, 20, 50, 100))
+def index_configs(indexes: Mapping[str, Any], path: str = "retrieval.indexes") -> list[IndexConfig]:
+    """One :class:`IndexConfig` per entry of ``{name: settings}``: ``kind`` defaults to the
+    name, and a name other than the kind labels the index."""
+    out = []
+    for name, values in indexes.items():
+        values = dict(values or {})
+        values.setdefault("kind", name)
+        if name != values["kind"]:
+            values.setdefault("name", name)
+        try:
+            out.append(IndexConfig.from_dict(values))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"bad index settings under '{path}.{name}': {e}") from None
+    return out
+
+
+def retrieval_experiment(cfg: DictConfig) -> RetrievalExperiment:
+    """The :class:`RetrievalExperiment` of a validated config with ``task: retrieval``."""
+    node = cfg.retrieval
+    interactions = build_dataclass(RetrievalDataSpec, node.interactions, "retrieval.interactions")
+    loss = build_dataclass(RetrievalLossConfig, node.loss, "retrieval.loss")
+    ks = tuple(int(k) for k in node.ks)
     if 10 not in ks or any(k < 1 for k in ks):
         raise ConfigError(f"retrieval.ks must be positive and include 10, got {list(ks)}")
-    baselines = dict(node.get("baselines") or {})
+    baselines = dict(_container(node.baselines) or {})
     for name, kwargs in baselines.items():
         if name not in BASELINES:
-            raise ConfigError(f"unknown retrieval baseline 'retrieval.baselines.{name}'")
+            raise ConfigError(
+                f"unknown retrieval baseline 'retrieval.baselines.{name}'; known: {list(BASELINES)}"
+            )
         if kwargs is not None and not isinstance(kwargs, dict):
             raise ConfigError(f"retrieval.baselines.{name} must be a mapping of settings")
-    indexes = list(node.get("indexes") or [])
-    for i, index in enumerate(indexes):
-        if not isinstance(index, dict) or "kind" not in index:
-            raise ConfigError(f"retrieval.indexes[{i}] must be a mapping with a 'kind'")
-    tracking: TrackingConfig = OmegaConf.to_object(cfg.tracking)  # type: ignore[assignment]
-    if tracking.run_name is None:
-        tracking.run_name = str(cfg.name)
+    indexes = index_configs(dict(_container(node.indexes) or {}))
+    trainer = trainer_config(cfg)
+    settings = build_dataclass(TwoTowerSettings, cfg.model.arch, "model.arch")
+    embedding = build_dataclass(EmbeddingConfig, cfg.model.embedding, "model.embedding")
+    device = resolve_device(str(cfg.trainer.device))
+
+    def build_model(data: RetrievalData) -> TwoTower:
+        try:
+            return build_two_tower(data, settings, embedding).to(device)
+        except ValueError as e:
+            raise ConfigError(f"bad 'model' for the two-tower: {e}") from None
 
     def source() -> RawSource:
         return build_source(cfg)[0]
 
-    return RetrievalPlan(
-        name=str(cfg.name),
-        run_dir=run_dir,
-        output_root=Path(cfg.paths.output_root),
-        seed=int(cfg.seed),
+    return RetrievalExperiment(
         source=source,
-        data=data,
-        model=model,
+        interactions=interactions,
+        build_model=build_model,
+        dense_optimizer=dense_optimizer_factory(cfg),
+        sparse_optimizer=sparse_optimizer_factory(cfg),
         trainer=trainer,
+        loss=loss,
         ks=ks,
-        indexes=indexes,
         baselines={k: dict(v or {}) for k, v in baselines.items()},
-        tracking=tracking,
-        params=_container(cfg),
-        resolved_config=OmegaConf.to_yaml(cfg, resolve=True),
+        indexes=indexes,
     )

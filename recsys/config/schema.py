@@ -13,6 +13,8 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+from recsys.data.retrieval_data import RetrievalDataSpec
+from recsys.train.tasks.retrieval import RetrievalLossConfig
 from recsys.train.tracking import TrackingConfig
 from recsys.train.trainer import TrainerConfig
 
@@ -23,8 +25,13 @@ class ConfigError(ValueError):
 
 @dataclass
 class PathsConfig:
+    """``paths`` (group ``configs/paths``): where data and outputs go. ``runs`` / ``sweeps``:
+    a command's run and multirun folders under ``output_root`` (the hydra/output group)."""
+
     data_root: str = "data"
     output_root: str = "outputs"
+    runs: str = "runs"
+    sweeps: str = "multirun"
 
 
 @dataclass
@@ -55,6 +62,25 @@ class ModelConfig:
 
 
 @dataclass
+class RetrievalConfig:
+    """``retrieval`` (group ``configs/retrieval``), read by ``task: retrieval`` only.
+
+    ``interactions``: which columns mean what, the per-user split, the history length;
+    ``loss``: the two-tower's objective; ``ks``: metric cut-offs (must include 10);
+    ``baselines``: ``{most_popular: {}, als: {ImplicitMF keys}}`` (group
+    ``retrieval/baselines``, several at once); ``indexes``: ``{name: IndexConfig keys}``, the
+    ANN indexes tested on the test users (group ``retrieval/indexes``; ``kind`` defaults to the
+    name).
+    """
+
+    interactions: RetrievalDataSpec = field(default_factory=RetrievalDataSpec)
+    loss: RetrievalLossConfig = field(default_factory=RetrievalLossConfig)
+    ks: list[int] = field(default_factory=lambda: [10, 20, 50, 100])
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    indexes: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
 class EvaluateConfig:
     run_dir: str | None = None
     split: str = "test"
@@ -64,8 +90,10 @@ class EvaluateConfig:
 class RunConfig:
     """The root of ``recsys train``, ``recsys evaluate``, ``recsys data prepare``.
 
-    ``task``: ``ranking`` (the rankers: ``model``, ``trainer``, prepared Parquet) or
-    ``retrieval`` (the two-tower runner: the free-form ``retrieval`` node).
+    ``task``: ``ranking`` (the rankers on prepared Parquet) or ``retrieval`` (the two-tower
+    on in-memory interactions, configured by ``retrieval``). Both train with the one
+    ``trainer``, ``optimizer`` and ``sparse_optimizer``; ``model`` is a ranker or
+    ``two_tower``.
     """
 
     name: str = MISSING
@@ -80,8 +108,7 @@ class RunConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    # task: retrieval reads this node (checked by recsys.config.retrieval when built).
-    retrieval: dict[str, Any] = field(default_factory=dict)
+    retrieval: RetrievalConfig | None = None
 
 
 def validate(cfg: DictConfig | dict, schema: type = RunConfig) -> DictConfig:

@@ -24,22 +24,42 @@ Example::
                      user_mlp=[128], item_mlp=[128], output_dim=64)
     u, v = model(user_dense, user_kjt, item_dense, item_kjt)  # B x 64, N x 64
     scores = u @ v.T / model.temperature                      # B x N
+
+:func:`build_two_tower` makes one from a :class:`~recsys.data.retrieval_data.RetrievalData`'s
+features (:class:`TwoTowerSettings` + an embedding config); :func:`encode_items` and
+:func:`encode_users` turn a whole feature table into vectors in eval mode.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys.modules.embedding import embedding_layout
+from recsys.data.retrieval_data import RetrievalData
+from recsys.data.tables import FeatureTable
+from recsys.modules.embedding import (
+    EmbeddingConfig,
+    build_embeddings,
+    embedding_layout,
+    embedding_tables,
+)
 from recsys.modules.mlp import MLP
+from recsys.types import FeatureSpec, SparseFeature
 
-__all__ = ["Tower", "TwoTower"]
+__all__ = [
+    "Tower",
+    "TwoTower",
+    "TwoTowerSettings",
+    "build_two_tower",
+    "encode_items",
+    "encode_users",
+]
 
 
 class Tower(nn.Module):
@@ -161,6 +181,11 @@ class TwoTower(nn.Module):
         else:
             self.register_buffer("log_temperature", log_tau)
 
+    def no_weight_decay(self) -> list[nn.Parameter]:
+        """Parameters the dense optimizer must not decay (a learned temperature)."""
+        temp = self.log_temperature
+        return [temp] if isinstance(temp, nn.Parameter) else []
+
     @property
     def temperature(self) -> torch.Tensor:
         """``tau`` as a 0-dim tensor (differentiable when learned, inside the clamp)."""
@@ -189,3 +214,106 @@ class TwoTower(nn.Module):
     def score(self, user_vecs: torch.Tensor, item_vecs: torch.Tensor) -> torch.Tensor:
         """Logits ``B x N``: ``user_vecs @ item_vecs.T / temperature``."""
         return user_vecs @ item_vecs.t() / self.temperature
+
+
+@dataclass
+class TwoTowerSettings:
+    """The towers of :func:`build_two_tower` (``model.arch`` of ``configs/model/two_tower.yaml``).
+
+    Attributes:
+        user_mlp, item_mlp: hidden sizes of the towers.
+        output_dim, temperature, learn_temperature, min_temperature, max_temperature, dropout:
+            as in :class:`TwoTower`.
+    """
+
+    user_mlp: list[int] = field(default_factory=lambda: [128])
+    item_mlp: list[int] = field(default_factory=lambda: [128])
+    output_dim: int = 64
+    temperature: float = 0.05
+    learn_temperature: bool = False
+    min_temperature: float = 0.01
+    max_temperature: float = 1.0
+    dropout: float = 0.0
+
+
+def build_two_tower(
+    data: RetrievalData, settings: TwoTowerSettings, embedding: EmbeddingConfig
+) -> TwoTower:
+    """A :class:`TwoTower` over ``data``'s user- and item-side features (plain tables; multi-
+    valued bags such as ``history`` and genres pooled by mean). ``embedding.per_table`` may
+    name any of those features."""
+
+    def collection(keys: Sequence[str]) -> nn.Module:
+        sparse = tuple(
+            SparseFeature(
+                k, data.cardinalities[k], multi_hot=k in data.multi_features, pooling="mean"
+            )
+            for k in keys
+        )
+        spec = FeatureSpec(dense=(), sparse=sparse, labels=())
+        known = {k: v for k, v in embedding.per_table.items() if k in keys}
+        config = EmbeddingConfig(embedding.dim, known, embedding.init)
+        return build_embeddings(embedding_tables(spec, config), fused=False)
+
+    unknown = set(embedding.per_table) - set(data.user_keys) - set(data.item_keys)
+    if unknown:
+        raise ValueError(
+            f"per_table names unknown features {sorted(unknown)}; the two-tower's features "
+            f"are {data.user_keys + data.item_keys}"
+        )
+    return TwoTower(
+        collection(data.user_keys),
+        collection(data.item_keys),
+        user_dense_dim=0,
+        item_dense_dim=0,
+        user_mlp=settings.user_mlp,
+        item_mlp=settings.item_mlp,
+        output_dim=settings.output_dim,
+        temperature=settings.temperature,
+        learn_temperature=settings.learn_temperature,
+        min_temperature=settings.min_temperature,
+        max_temperature=settings.max_temperature,
+        dropout=settings.dropout,
+    )
+
+
+@torch.no_grad()
+def _encode(
+    model: nn.Module,
+    tower: Callable[[torch.Tensor, KeyedJaggedTensor], torch.Tensor],
+    table: FeatureTable,
+    batch_size: int,
+) -> torch.Tensor:
+    """``tower`` over ``table`` in chunks of ``batch_size`` rows, in eval mode: ``R x D``."""
+    device = next((p.device for p in model.parameters()), None)
+    was_training = model.training
+    model.eval()
+    try:
+        chunks = [torch.empty(0, model.output_dim, device=device)]
+        for start in range(0, len(table), batch_size):
+            rows = torch.arange(
+                start, min(start + batch_size, len(table)), device=table.dense.device
+            )
+            part = table.take(rows)
+            if device is not None:
+                part = part.to(device)
+            chunks.append(tower(part.dense, part.sparse))
+        return torch.cat(chunks)
+    finally:
+        model.train(was_training)
+
+
+def encode_items(
+    model: TwoTower, catalog: FeatureTable, batch_size: int = 4096
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Item vectors of the whole catalog in eval mode: ``(ids N, vectors N x D)``.
+
+    ``ids`` is ``0..N-1`` (catalog row = item id); vectors are unit-norm, on the model's device.
+    """
+    vecs = _encode(model, model.item_vectors, catalog, batch_size)
+    return torch.arange(len(catalog), device=vecs.device), vecs
+
+
+def encode_users(model: TwoTower, users: FeatureTable, batch_size: int = 4096) -> torch.Tensor:
+    """User vectors of every row of ``users`` in eval mode: ``R x D``, unit-norm."""
+    return _encode(model, model.user_vectors, users, batch_size)

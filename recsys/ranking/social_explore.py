@@ -1,7 +1,7 @@
 """The Explore surface of the synthetic social app, assembled from trained parts.
 
 Plain objects in, a :class:`~recsys.ranking.funnel.Funnel` out (the config layer,
-:mod:`recsys.config.explore`, reads the run folders and calls these):
+:mod:`recsys.apps.explore`, reads the run folders and calls these):
 
 * :func:`social_app`: the app at request time ``now`` — entity tables, the interaction log
   strictly before ``now`` (seen items, histories, popularity), the item catalog and the world

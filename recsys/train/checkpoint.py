@@ -37,6 +37,8 @@ class LoopState:
     evals_without_improvement: int = 0
     stopped_early: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
+    partial_epoch_loss: list[float] | None = None
 
 
 def rng_state() -> dict[str, Any]:

@@ -94,8 +94,10 @@ class Tracker:
         self.log_artifact(path)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """Logs ``metrics``; ``@`` (not allowed in MLflow names) becomes ``_at_``."""
         if self._mlflow is not None and metrics:
-            self._mlflow.log_metrics(dict(metrics), step=step)
+            clean = {k.replace("@", "_at_"): v for k, v in metrics.items()}
+            self._mlflow.log_metrics(clean, step=step)
 
     def log_artifact(self, path: Path) -> None:
         if self._mlflow is not None:

@@ -1,21 +1,23 @@
-"""The training loop for rankers.
+"""The one training loop, for every task (rankers, the two-tower).
 
-Embeddings are updated by a sparse optimizer (row-wise Adagrad by default), fused into the
-backward pass by FBGEMM's table-batched kernels when the model's embeddings are a
-``FusedEmbeddingBagCollection``; everything else by a dense optimizer. Both follow one
-learning-rate schedule (warm-up, then decay). The loop evaluates every N steps and at the end,
-stops early on the validation metric, restores the best weights, and writes checkpoints that
+What is trained and how a batch becomes a loss is the task's (:class:`recsys.train.task.Task`);
+everything else is here. Embeddings are updated by a sparse optimizer (row-wise Adagrad by
+default), fused into the backward pass by FBGEMM's (or our native) table-batched kernel when
+the model's embeddings are fused; everything else by a dense optimizer. Both follow one
+learning-rate schedule (warm-up, then decay). The loop evaluates every N steps or at the end of
+each epoch, stops early on the validation metric, restores the best weights, logs to MLflow,
+and writes checkpoints (model, optimizers, loop position, RNGs and the task's own state) that
 resume to exactly the same continuation.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -35,35 +37,36 @@ from recsys.train.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from recsys.train.evaluation import evaluate, headline
+from recsys.train.evaluation import headline
+from recsys.train.optimizers import OptimizerFactory
 from recsys.train.schedule import ScheduleConfig, lr_factor
+from recsys.train.task import BatchSource, Task
 from recsys.train.tracking import Tracker, numeric_metrics
-from recsys.types import Batch
 
 log = logging.getLogger(__name__)
 
-OptimizerFactory = Callable[[Sequence[nn.Parameter]], torch.optim.Optimizer]
-
-
-class BatchSource(Protocol):
-    """What the trainer needs from a loader (``recsys.data.loader.ParquetBatchLoader``)."""
-
-    def __len__(self) -> int: ...
-
-    def set_epoch(self, epoch: int) -> None: ...
-
-    def iter_from(self, batch_index: int) -> Iterator[Batch]: ...
-
-    def __iter__(self) -> Iterator[Batch]: ...
+__all__ = [
+    "BatchSource",
+    "CheckpointConfig",
+    "EarlyStoppingConfig",
+    "FitResult",
+    "OptimizerFactory",
+    "Trainer",
+    "TrainerConfig",
+    "resolve_device",
+]
 
 
 @dataclass
 class EarlyStoppingConfig:
-    """Stop when the validation ``metric`` has not improved for ``patience`` evaluations."""
+    """Stop when the validation ``metric`` has not improved for ``patience`` evaluations.
+
+    ``metric`` / ``mode``: ``None`` takes the task's (``auc`` for rankers, ``recall@10`` for
+    the two-tower; both ``max``). ``restore_best``: end with the best evaluated weights."""
 
     enabled: bool = True
-    metric: str = "auc"
-    mode: str = "max"
+    metric: str | None = None
+    mode: str | None = None
     patience: int = 3
     min_delta: float = 0.0
     restore_best: bool = True
@@ -109,6 +112,11 @@ class TrainerConfig:
             raise ValueError(f"trainer.max_steps must be >= 1 or null, got {self.max_steps}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"trainer.precision must be fp32 or bf16, got {self.precision!r}")
+        if self.early_stopping.mode not in (None, "max", "min"):
+            raise ValueError(
+                f"trainer.early_stopping.mode must be max, min or null, got "
+                f"{self.early_stopping.mode!r}"
+            )
         resolve_device(self.device)
 
 
@@ -122,7 +130,10 @@ class FitResult:
     examples_per_sec: float
     wall_seconds: float
 
+    task_stats: dict[str, Any] = field(default_factory=dict)
+
     def summary(self) -> dict[str, Any]:
+        losses = self.state.epoch_losses
         return {
             "steps": self.state.step,
             "epochs_completed": self.state.epoch,
@@ -132,6 +143,9 @@ class FitResult:
             "train_seconds": self.state.train_seconds,
             "best_step": self.state.best_step,
             "stopped_early": self.state.stopped_early,
+            "epoch_losses": list(losses),
+            "final_loss": losses[-1] if losses else None,
+            **self.task_stats,
         }
 
 
@@ -157,13 +171,26 @@ def apply_thread_settings(num_threads: int | None, interop_threads: int | None) 
             log.debug("inter-op threads already fixed at %d", torch.get_num_interop_threads())
 
 
+def _dense_groups(model: nn.Module, params: list[nn.Parameter]) -> list[Any]:
+    """``params`` as given, or two groups when the model names parameters that take no weight
+    decay (``model.no_weight_decay()``, e.g. the two-tower's learned temperature)."""
+    names = getattr(model, "no_weight_decay", None)
+    skip = {id(p) for p in names()} if callable(names) else set()
+    if not skip & {id(p) for p in params}:
+        return params
+    return [
+        {"params": [p for p in params if id(p) not in skip]},
+        {"params": [p for p in params if id(p) in skip], "weight_decay": 0.0},
+    ]
+
+
 class Trainer:
-    """Trains ``model`` (forward ``(dense B x D, sparse KJT) -> logits B x T``) with BCE per task.
+    """Trains ``model`` on ``task`` (see the module docstring).
 
     Args:
-        model: a ranker from ``recsys.models``.
+        model: a ranker or a two-tower from ``recsys.models``, on its device.
         config: loop settings.
-        task_names: label names, in the order of the model's outputs.
+        task: what the model is trained on and judged by (:class:`~recsys.train.task.Task`).
         dense_optimizer: builds the optimizer for non-embedding parameters.
         sparse_optimizer: builds the optimizer for embedding parameters that are *not* fused
             (fused embeddings carry their own optimizer).
@@ -176,7 +203,7 @@ class Trainer:
         model: nn.Module,
         config: TrainerConfig,
         *,
-        task_names: Sequence[str],
+        task: Task,
         dense_optimizer: OptimizerFactory,
         sparse_optimizer: OptimizerFactory | None = None,
         tracker: Tracker | None = None,
@@ -184,18 +211,11 @@ class Trainer:
     ) -> None:
         self.model = model
         self.config = config
-        self.task_names = tuple(task_names)
+        self.task = task
         self.tracker = tracker
         self.checkpoint_dir = checkpoint_dir
-        unknown = set(config.loss_weights) - set(self.task_names)
-        if unknown:
-            raise ValueError(
-                f"trainer.loss_weights names unknown tasks {sorted(unknown)}; "
-                f"tasks: {self.task_names}"
-            )
-        self.loss_weights = torch.tensor(
-            [float(config.loss_weights.get(t, 1.0)) for t in self.task_names]
-        )
+        self.metric = config.early_stopping.metric or task.default_metric
+        self.mode = config.early_stopping.mode or task.default_mode
         sparse_params, dense_params = split_parameters(model)
         self.fused: list[torch.optim.Optimizer] = [
             m.fused_optimizer() for m in model.modules() if isinstance(m, FusedOptimizerModule)
@@ -210,7 +230,7 @@ class Trainer:
         self.dense_params = [p for p in dense_params if p.requires_grad]
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         if self.dense_params:
-            self.optimizers["dense"] = dense_optimizer(self.dense_params)
+            self.optimizers["dense"] = dense_optimizer(_dense_groups(model, self.dense_params))
         if plain_sparse:
             if sparse_optimizer is None:
                 raise ValueError(
@@ -224,6 +244,9 @@ class Trainer:
         self.state = LoopState()
         self.best_state: dict[str, torch.Tensor] | None = None
         self.device = resolve_device(config.device)
+        task.to(self.device)
+        self._epoch_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        self._epoch_batches = 0
 
     # -- optimizers and schedule -------------------------------------------------------------
     def _all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -248,12 +271,14 @@ class Trainer:
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
+        self.state.partial_epoch_loss = [float(self._epoch_loss), self._epoch_batches]
         return {
             "model": self.model.state_dict(),
             "optimizers": {n: o.state_dict() for n, o in self._all_optimizers().items()},
             "loop": loop_state_dict(self.state),
             "best_model": self.best_state,
             "rng": rng_state(),
+            "task": {"kind": self.task.kind, "state": self.task.state_dict()},
         }
 
     def load_state_dict(self, payload: dict[str, Any]) -> None:
@@ -267,7 +292,16 @@ class Trainer:
             )
         for name, opt in optimizers.items():
             opt.load_state_dict(payload["optimizers"][name])
+        task = payload.get("task") or {"kind": self.task.kind, "state": {}}
+        if task["kind"] != self.task.kind:
+            raise ValueError(
+                f"the checkpoint is of a {task['kind']} run; this run trains {self.task.kind}"
+            )
+        self.task.load_state_dict(task["state"]) if task["state"] else None
         self.state = loop_state_from_dict(payload["loop"])
+        total, count = self.state.partial_epoch_loss or (0.0, 0)
+        self._epoch_loss.fill_(float(total))
+        self._epoch_batches = int(count)
         self.best_state = payload.get("best_model")
         set_rng_state(payload["rng"])
 
@@ -297,30 +331,20 @@ class Trainer:
         return path
 
     # -- the loop ----------------------------------------------------------------------------
-    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if logits.shape != labels.shape:
-            raise ValueError(
-                f"model output {tuple(logits.shape)} does not match labels {tuple(labels.shape)}"
-            )
-        per_task = nn.functional.binary_cross_entropy_with_logits(
-            logits, labels, reduction="none"
-        ).mean(0)
-        return (per_task * self.loss_weights).sum()
-
     @property
     def _bf16(self) -> bool:
         return self.config.precision == "bf16"
 
-    def _evaluate(self, loader: BatchSource) -> dict[str, Any]:
-        return evaluate(self.model, loader, self.task_names, device=self.device)
+    def _evaluate(self) -> dict[str, Any]:
+        return self.task.evaluate(self.model, "valid")
 
     def _after_eval(self, metrics: dict[str, Any]) -> bool:
         """Updates early-stopping state; returns True when training should stop."""
         cfg = self.config.early_stopping
-        value = headline(metrics, cfg.metric)
+        value = headline(metrics, self.metric)
         best = self.state.best_metric
         better = best is None or (
-            value > best + cfg.min_delta if cfg.mode == "max" else value < best - cfg.min_delta
+            value > best + cfg.min_delta if self.mode == "max" else value < best - cfg.min_delta
         )
         self.state.history.append(
             {"step": self.state.step, "metric": value, **numeric_metrics(metrics, "valid")}
@@ -335,9 +359,12 @@ class Trainer:
         self.state.evals_without_improvement += 1
         return cfg.enabled and self.state.evals_without_improvement >= cfg.patience
 
-    def fit(self, train: BatchSource, valid: BatchSource | None = None) -> FitResult:
-        """Trains until ``max_epochs``/``max_steps`` or early stopping, then restores the best."""
+    def fit(self, train: BatchSource, *, validate: bool = True) -> FitResult:
+        """Trains on ``train`` until ``max_epochs``/``max_steps`` or early stopping (on the
+        task's ``valid`` split, when ``validate`` and the task has one), then restores the best
+        weights (``early_stopping.restore_best``)."""
         cfg = self.config
+        valid = validate and self.task.has_split("valid")
         apply_thread_settings(cfg.num_threads, cfg.interop_threads)
         if cfg.checkpoint.resume:
             self.resume(cfg.checkpoint.resume)
@@ -371,8 +398,7 @@ class Trainer:
                 if self.device.type != "cpu":
                     batch = batch.to(self.device, non_blocking=True)
                 with torch.autocast(self.device.type, torch.bfloat16, enabled=self._bf16):
-                    logits = self.model(batch.dense, batch.sparse)
-                loss = self._loss(logits.float(), batch.labels)
+                    loss = self.task.training_loss(self.model, batch)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"loss is {loss.item()} at step {self.state.step}; "
@@ -385,6 +411,8 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(self.dense_params, cfg.grad_clip_norm)
                 for opt in self.optimizers.values():
                     opt.step()
+                self._epoch_loss += loss.detach()
+                self._epoch_batches += 1
                 self.state.step += 1
                 self.state.batch_in_epoch += 1
                 self.state.examples += len(batch)
@@ -406,9 +434,9 @@ class Trainer:
                             step=self.state.step,
                         )
                     window_examples, window_start = 0, now
-                if eval_every and valid is not None and self.state.step % eval_every == 0:
+                if eval_every and valid and self.state.step % eval_every == 0:
                     self.state.train_seconds += time.perf_counter() - t0
-                    last_valid, last_eval_step = self._evaluate(valid), self.state.step
+                    last_valid, last_eval_step = self._evaluate(), self.state.step
                     stop = self._after_eval(last_valid)
                     self._log_eval(last_valid)
                     t0 = time.perf_counter()
@@ -422,15 +450,17 @@ class Trainer:
                     break
             self.state.train_seconds += time.perf_counter() - t0
             bar.close()
+            if stop or self.state.batch_in_epoch >= steps_per_epoch:
+                self._close_epoch_loss()
             if self.state.batch_in_epoch >= steps_per_epoch:
                 self.state.epoch += 1
                 self.state.batch_in_epoch = 0
-                if valid is not None and not eval_every and not stop:
-                    last_valid, last_eval_step = self._evaluate(valid), self.state.step
+                if valid and not eval_every and not stop:
+                    last_valid, last_eval_step = self._evaluate(), self.state.step
                     stop = self._after_eval(last_valid)
                     self._log_eval(last_valid)
-        if valid is not None and last_eval_step != self.state.step and self.state.step > 0:
-            last_valid = self._evaluate(valid)
+        if valid and last_eval_step != self.state.step and self.state.step > 0:
+            last_valid = self._evaluate()
             self._after_eval(last_valid)
             self._log_eval(last_valid)
         self.state.stopped_early = (
@@ -448,7 +478,16 @@ class Trainer:
         rate = (
             self.state.examples / self.state.train_seconds if self.state.train_seconds > 0 else 0.0
         )
-        return FitResult(self.state, best_valid, last_valid, rate, wall)
+        stats = self.task.stats(self.model)
+        return FitResult(self.state, best_valid, last_valid, rate, wall, stats)
+
+    def _close_epoch_loss(self) -> None:
+        """Records the mean loss of the epoch's batches (an epoch split by a resume counts as
+        one: the running sum is part of every checkpoint)."""
+        if self._epoch_batches:
+            self.state.epoch_losses.append(float(self._epoch_loss) / self._epoch_batches)
+        self._epoch_loss.zero_()
+        self._epoch_batches = 0
 
     def _log_eval(self, metrics: dict[str, Any]) -> None:
         if self.tracker:
@@ -456,7 +495,5 @@ class Trainer:
 
     def _progress(self) -> bool:
         if self.config.progress is None:
-            import sys
-
             return sys.stderr.isatty()
         return self.config.progress

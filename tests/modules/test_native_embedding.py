@@ -25,11 +25,11 @@ from recsys.modules.embedding import (
 )
 from recsys.modules.native_embedding import NativeFusedEmbeddingBagCollection
 from recsys.train.checkpoint import list_checkpoints
-from recsys.train.experiment import seed_everything
+from recsys.train.run import seed_everything
 from recsys.train.schedule import ScheduleConfig
 from recsys.train.trainer import CheckpointConfig, EarlyStoppingConfig, Trainer, TrainerConfig
 
-from ..conftest import CrashingLoader
+from ..conftest import CrashingLoader, ranking
 
 SUM, MEAN = PoolingType.SUM, PoolingType.MEAN
 FBGEMM_OPTIMIZERS = {
@@ -353,9 +353,11 @@ def test_trainer_fits_a_dlrm_on_native_embeddings(toy_dataset: PreparedDataset) 
         progress=False,
         schedule=ScheduleConfig(warmup_steps=100),
     )
-    trainer = Trainer(model, cfg, task_names=toy_dataset.spec.labels, dense_optimizer=adam)
+    trainer = Trainer(
+        model, cfg, task=ranking(toy_dataset.spec.labels, ds=toy_dataset), dense_optimizer=adam
+    )
     assert trainer.fused == [model.embeddings.fused_optimizer()]
-    result = trainer.fit(*loaders(toy_dataset, cfg.batch_size))
+    result = trainer.fit(loaders(toy_dataset, cfg.batch_size)[0])
     assert result.best_valid is not None and result.best_valid["mean_auc"] > 0.6
     steps = trainer.state.step
     assert trainer.fused[0].param_groups[0]["lr"] == pytest.approx(0.05 * steps / 100)
@@ -375,22 +377,36 @@ def test_trainer_checkpoint_resume_is_exact(toy_dataset: PreparedDataset, tmp_pa
     )
     labels = toy_dataset.spec.labels
     model_a = make_dlrm(toy_dataset)
-    ta = Trainer(model_a, TrainerConfig(**base), task_names=labels, dense_optimizer=adam)
-    ta.fit(*loaders(toy_dataset, 100))
+    ta = Trainer(
+        model_a, TrainerConfig(**base), task=ranking(labels, ds=toy_dataset), dense_optimizer=adam
+    )
+    ta.fit(loaders(toy_dataset, 100)[0])
 
     model_b = make_dlrm(toy_dataset)
     cfg_b = TrainerConfig(**base, checkpoint=CheckpointConfig(every_steps=10))
-    tb = Trainer(model_b, cfg_b, task_names=labels, dense_optimizer=adam, checkpoint_dir=tmp_path)
-    train, valid = loaders(toy_dataset, 100)
+    tb = Trainer(
+        model_b,
+        cfg_b,
+        task=ranking(labels, ds=toy_dataset),
+        dense_optimizer=adam,
+        checkpoint_dir=tmp_path,
+    )
+    train = loaders(toy_dataset, 100)[0]
     with pytest.raises(RuntimeError, match="crash"):
-        tb.fit(CrashingLoader(train, after=30), valid)
+        tb.fit(CrashingLoader(train, after=30))
     assert list_checkpoints(tmp_path)[-1].name == "step-00000030.pt"
 
     torch.manual_seed(123)
     model_c = make_dlrm(toy_dataset)
     cfg_c = TrainerConfig(**base, checkpoint=CheckpointConfig(resume="latest"))
-    tc = Trainer(model_c, cfg_c, task_names=labels, dense_optimizer=adam, checkpoint_dir=tmp_path)
-    tc.fit(*loaders(toy_dataset, 100))
+    tc = Trainer(
+        model_c,
+        cfg_c,
+        task=ranking(labels, ds=toy_dataset),
+        dense_optimizer=adam,
+        checkpoint_dir=tmp_path,
+    )
+    tc.fit(loaders(toy_dataset, 100)[0])
     assert tc.state.step == ta.state.step
     pa, pc = weights(model_a), weights(model_c)
     assert pa.keys() == pc.keys()

@@ -14,7 +14,7 @@ from recsys.models.multitask import MultiTaskRanker
 from recsys.modules.embedding import EmbeddingConfig, build_embeddings, embedding_tables
 from recsys.train.checkpoint import list_checkpoints
 from recsys.train.evaluation import evaluate
-from recsys.train.experiment import seed_everything
+from recsys.train.run import seed_everything
 from recsys.train.schedule import ScheduleConfig, lr_factor
 from recsys.train.trainer import (
     CheckpointConfig,
@@ -23,7 +23,7 @@ from recsys.train.trainer import (
     TrainerConfig,
 )
 
-from ..conftest import CrashingLoader
+from ..conftest import CrashingLoader, ranking
 
 SPARSE_OPT = {"type": "rowwise_adagrad", "lr": 0.05}
 
@@ -53,8 +53,10 @@ def test_training_beats_chance_and_untrained(toy_dataset: PreparedDataset) -> No
     model = make_dlrm(toy_dataset)
     before = evaluate(model, toy_dataset.loader("test", 4096), toy_dataset.spec.labels)
     cfg = TrainerConfig(batch_size=128, eval_batch_size=4096, max_epochs=4, progress=False)
-    trainer = Trainer(model, cfg, task_names=toy_dataset.spec.labels, dense_optimizer=adam)
-    result = trainer.fit(*loaders(toy_dataset, cfg))
+    trainer = Trainer(
+        model, cfg, task=ranking(toy_dataset.spec.labels, ds=toy_dataset), dense_optimizer=adam
+    )
+    result = trainer.fit(loaders(toy_dataset, cfg)[0])
     after = evaluate(model, toy_dataset.loader("test", 4096), toy_dataset.spec.labels)
     assert after["mean_auc"] > 0.7
     assert after["mean_auc"] > before["mean_auc"] + 0.1
@@ -66,15 +68,17 @@ def test_non_fused_embeddings_train_with_a_sparse_optimizer(toy_dataset: Prepare
     model = make_dlrm(toy_dataset, fused=False)
     cfg = TrainerConfig(batch_size=128, max_epochs=2, progress=False)
     with pytest.raises(ValueError, match="sparse optimizer"):
-        Trainer(model, cfg, task_names=toy_dataset.spec.labels, dense_optimizer=adam)
+        Trainer(
+            model, cfg, task=ranking(toy_dataset.spec.labels, ds=toy_dataset), dense_optimizer=adam
+        )
     trainer = Trainer(
         model,
         cfg,
-        task_names=toy_dataset.spec.labels,
+        task=ranking(toy_dataset.spec.labels, ds=toy_dataset),
         dense_optimizer=adam,
         sparse_optimizer=adagrad,
     )
-    trainer.fit(*loaders(toy_dataset, cfg))
+    trainer.fit(loaders(toy_dataset, cfg)[0])
     after = evaluate(model, toy_dataset.loader("test", 4096), toy_dataset.spec.labels)
     assert after["mean_auc"] > 0.65
 
@@ -98,8 +102,10 @@ def test_checkpoint_resume_gives_the_same_continuation(
     # Uninterrupted run.
     model_a = make_dlrm(toy_dataset)
     cfg_a = TrainerConfig(**base)
-    ta = Trainer(model_a, cfg_a, task_names=toy_dataset.spec.labels, dense_optimizer=adam)
-    ta.fit(*loaders(toy_dataset, cfg_a))
+    ta = Trainer(
+        model_a, cfg_a, task=ranking(toy_dataset.spec.labels, ds=toy_dataset), dense_optimizer=adam
+    )
+    ta.fit(loaders(toy_dataset, cfg_a)[0])
     total = ta.state.step
     # A run that crashes while fetching batch 31 (mid-epoch), checkpointing every 10 steps.
     model_b = make_dlrm(toy_dataset)
@@ -107,13 +113,13 @@ def test_checkpoint_resume_gives_the_same_continuation(
     tb = Trainer(
         model_b,
         cfg_b,
-        task_names=toy_dataset.spec.labels,
+        task=ranking(toy_dataset.spec.labels, ds=toy_dataset),
         dense_optimizer=adam,
         checkpoint_dir=tmp_path,
     )
-    train, valid = loaders(toy_dataset, cfg_b)
+    train = loaders(toy_dataset, cfg_b)[0]
     with pytest.raises(RuntimeError, match="crash"):
-        tb.fit(CrashingLoader(train, after=30), valid)
+        tb.fit(CrashingLoader(train, after=30))
     assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000020.pt", "step-00000030.pt"]
     torch.manual_seed(123)  # disturb the RNG: resume must restore it
     model_c = make_dlrm(toy_dataset)
@@ -121,11 +127,11 @@ def test_checkpoint_resume_gives_the_same_continuation(
     tc = Trainer(
         model_c,
         cfg_c,
-        task_names=toy_dataset.spec.labels,
+        task=ranking(toy_dataset.spec.labels, ds=toy_dataset),
         dense_optimizer=adam,
         checkpoint_dir=tmp_path,
     )
-    tc.fit(*loaders(toy_dataset, cfg_c))
+    tc.fit(loaders(toy_dataset, cfg_c)[0])
     assert tc.state.step == total
     pa, pc = _params(model_a), _params(model_c)
     assert pa.keys() == pc.keys()
@@ -143,12 +149,12 @@ def test_resume_latest_without_checkpoint_is_a_clear_error(
     trainer = Trainer(
         make_dlrm(toy_dataset),
         cfg,
-        task_names=toy_dataset.spec.labels,
+        task=ranking(toy_dataset.spec.labels, ds=toy_dataset),
         dense_optimizer=adam,
         checkpoint_dir=tmp_path,
     )
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        trainer.fit(*loaders(toy_dataset, cfg))
+        trainer.fit(loaders(toy_dataset, cfg)[0])
 
 
 def test_early_stopping_stops_and_restores_best(toy_dataset: PreparedDataset) -> None:
@@ -163,10 +169,10 @@ def test_early_stopping_stops_and_restores_best(toy_dataset: PreparedDataset) ->
     trainer = Trainer(
         model,
         cfg,
-        task_names=toy_dataset.spec.labels,
+        task=ranking(toy_dataset.spec.labels, ds=toy_dataset),
         dense_optimizer=lambda p: torch.optim.Adam(p, lr=3e-2),
     )
-    result = trainer.fit(*loaders(toy_dataset, cfg))
+    result = trainer.fit(loaders(toy_dataset, cfg)[0])
     assert result.state.stopped_early
     assert result.state.epoch < 20
     restored = evaluate(model, toy_dataset.loader("valid", 4096), toy_dataset.spec.labels)
@@ -198,8 +204,10 @@ def test_lr_schedule_reaches_the_fused_optimizer(toy_dataset: PreparedDataset) -
         progress=False,
         schedule=ScheduleConfig(warmup_steps=10),
     )
-    trainer = Trainer(model, cfg, task_names=toy_dataset.spec.labels, dense_optimizer=adam)
-    trainer.fit(*loaders(toy_dataset, cfg))
+    trainer = Trainer(
+        model, cfg, task=ranking(toy_dataset.spec.labels, ds=toy_dataset), dense_optimizer=adam
+    )
+    trainer.fit(loaders(toy_dataset, cfg)[0])
     fused_lr = trainer.fused[0].param_groups[0]["lr"]
     assert fused_lr == pytest.approx(SPARSE_OPT["lr"] * 3 / 10)
     assert trainer.optimizers["dense"].param_groups[0]["lr"] == pytest.approx(3e-3 * 3 / 10)
@@ -222,9 +230,9 @@ def test_gradient_clipping_bounds_the_dense_gradient_norm(toy_dataset: PreparedD
         return opt
 
     cfg = TrainerConfig(batch_size=200, max_steps=5, grad_clip_norm=1e-3, progress=False)
-    Trainer(model, cfg, task_names=toy_dataset.spec.labels, dense_optimizer=spy).fit(
-        *loaders(toy_dataset, cfg)
-    )
+    Trainer(
+        model, cfg, task=ranking(toy_dataset.spec.labels, ds=toy_dataset), dense_optimizer=spy
+    ).fit(loaders(toy_dataset, cfg)[0])
     assert len(norms) == 5 and max(norms) <= 1e-3 * (1 + 1e-4)
 
 
@@ -235,27 +243,21 @@ def test_multitask_loss_weights_and_bad_settings(toy_dataset: PreparedDataset) -
     )
     model = MultiTaskRanker(toy_dataset.spec, emb, num_experts=2, expert_mlp=[16], tower_mlp=[8])
     with pytest.raises(ValueError, match="unknown tasks"):
-        Trainer(
-            model,
-            TrainerConfig(loss_weights={"clik": 1.0}),
-            task_names=toy_dataset.spec.labels,
-            dense_optimizer=adam,
-        )
+        ranking(toy_dataset.spec.labels, ds=toy_dataset, loss_weights={"clik": 1.0})
     with pytest.raises(ValueError, match="batch_size"):
         TrainerConfig(batch_size=0)
-    cfg = TrainerConfig(batch_size=256, max_steps=10, loss_weights={"like": 0.0}, progress=False)
-    result = Trainer(model, cfg, task_names=toy_dataset.spec.labels, dense_optimizer=adam).fit(
-        *loaders(toy_dataset, cfg)
-    )
+    cfg = TrainerConfig(batch_size=256, max_steps=10, progress=False)
+    task = ranking(toy_dataset.spec.labels, ds=toy_dataset, loss_weights={"like": 0.0})
+    result = Trainer(model, cfg, task=task, dense_optimizer=adam).fit(loaders(toy_dataset, cfg)[0])
     assert result.state.step == 10 and math.isfinite(result.best_valid["mean_auc"])
 
 
 def test_bf16_autocast_trains_and_settings_are_checked(toy_dataset: PreparedDataset) -> None:
     model = make_dlrm(toy_dataset)
     cfg = TrainerConfig(batch_size=128, max_epochs=3, precision="bf16", progress=False)
-    Trainer(model, cfg, task_names=toy_dataset.spec.labels, dense_optimizer=adam).fit(
-        *loaders(toy_dataset, cfg)
-    )
+    Trainer(
+        model, cfg, task=ranking(toy_dataset.spec.labels, ds=toy_dataset), dense_optimizer=adam
+    ).fit(loaders(toy_dataset, cfg)[0])
     after = evaluate(model, toy_dataset.loader("test", 4096), toy_dataset.spec.labels)
     assert after["mean_auc"] > 0.7
     with pytest.raises(ValueError, match="precision"):

@@ -8,14 +8,10 @@ import polars as pl
 import pytest
 import scipy.sparse as sp
 
-from recsys.train.retrieval_data import RetrievalDataSpec, build_retrieval_data
-from recsys.train.retrieval_experiment import (
-    TwoTowerSettings,
-    build_two_tower,
-    evaluate_topk,
-    exact_topk,
-    relevant_and_known,
-)
+from recsys.data.retrieval_data import RetrievalDataSpec, build_retrieval_data
+from recsys.models.two_tower import TwoTowerSettings, build_two_tower
+from recsys.modules.embedding import EmbeddingConfig
+from recsys.retrieval.evaluate import evaluate_topk, exact_topk, relevant_and_known
 
 
 def csr(rows: list[list[int]], n_items: int) -> sp.csr_matrix:
@@ -91,9 +87,45 @@ def test_split_masks_and_histories_on_a_hand_built_log() -> None:
 def test_a_model_encodes_the_hand_built_log() -> None:
     data = build_retrieval_data(_events(), RetrievalDataSpec(item_features=["genre"]))
     model = build_two_tower(
-        data, TwoTowerSettings(embedding_dim=4, user_mlp=[], item_mlp=[], output_dim=4)
+        data, TwoTowerSettings(user_mlp=[], item_mlp=[], output_dim=4), EmbeddingConfig(dim=4)
     )
     table = data.user_table(np.arange(len(data.users)), "test")
     u = model.user_vectors(table.dense, table.sparse)
     v = model.item_vectors(data.catalog.dense, data.catalog.sparse)
     assert u.shape == (2, 4) and v.shape == (10, 4)
+
+
+def test_absent_side_features_are_dropped_not_an_error() -> None:
+    """A release without user demographics (MovieLens "latest") trains without them."""
+    spec = RetrievalDataSpec(
+        user_features=["age", "gender"], item_features=["genre", "year"], history_len=3
+    )
+    data = build_retrieval_data(_events(), spec)
+    assert data.spec.user_features == [] and data.spec.item_features == ["genre"]
+    assert data.summary["absent_features"] == ["age", "gender", "year"]
+    assert data.user_keys == ["user", "history"]
+    assert data.catalog.sparse.keys() == ["item", "genre"]
+    with pytest.raises(Exception, match="missing column"):
+        build_retrieval_data(_events().drop("timestamp"), spec)
+
+
+def test_empty_multi_valued_lists_are_empty_bags() -> None:
+    """Movies with "(no genres listed)" (an empty list) and null lists keep their row: the
+    catalog has one bag per item, empty for them, and the vocabulary skips unseen values."""
+    events = _events().with_columns(
+        pl.Series(
+            "genres",
+            [
+                *(["x", "y"], [], None, ["y"], [], ["x"], ["z"], ["x", None], [], ["w"]),
+                *(["x"], [], ["y"]),
+            ],
+        )
+    )
+    data = build_retrieval_data(events, RetrievalDataSpec(item_multi_features=["genres"]))
+    bags = data.catalog.sparse.to_dict()["genres"]
+    assert bags.lengths().shape[0] == len(data.items) == 10
+    by_item = dict(zip(data.items.ids, bags.lengths().tolist()))
+    # items i1, i2 (null), i4, i8 have no genre; i0 two; i7 one (its null dropped)
+    assert by_item["i1"] == 0 and by_item["i2"] == 0 and by_item["i0"] == 2
+    assert by_item["i7"] == 1
+    assert int(bags.lengths().sum()) == bags.values().shape[0]

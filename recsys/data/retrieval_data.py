@@ -18,12 +18,20 @@ into everything a two-tower run and its baselines need:
   history is the user's last ``history_len`` items of train (for valid) or of train + valid
   (for test).
 
+Side features that the frame does not have (a MovieLens "latest" release has no user
+demographics) are absent, not an error: they are dropped from the spec the data carries
+(``RetrievalData.spec``, so the model is built without them) and listed in
+``summary["absent_features"]``. The user, item and time columns are required. An empty list
+(a movie with "(no genres listed)") is a valid value: the item's bag is empty.
+
 Feature names in the KJTs: ``user``, ``history`` and the user side features on the user side;
 ``item``, the item side features and the multi-valued item features on the item side.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,14 +40,15 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 import torch
-from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys.data.history import build_histories
 from recsys.data.interactions import IdMap, assign_per_user_split, pairs_to_csr
-from recsys.train.retrieval import FeatureTable, TrainingPairs
+from recsys.data.tables import FeatureTable, TrainingPairs, jagged
 from recsys.types import DataError
 
-__all__ = ["RetrievalData", "RetrievalDataSpec", "build_retrieval_data", "jagged"]
+__all__ = ["RetrievalData", "RetrievalDataSpec", "build_retrieval_data"]
+
+log = logging.getLogger(__name__)
 
 _U, _I, _S = "__u", "__i", "__split"
 SPLIT_NAMES = ("train", "valid", "test")
@@ -81,18 +90,24 @@ class RetrievalDataSpec:
 
     def columns(self) -> list[str]:
         """The raw columns read."""
-        cols = [self.user, self.item, self.timestamp, self.order, *self.user_features]
-        cols += [*self.item_features, *self.item_multi_features, *self.positive_labels]
+        cols = [*self.required_columns(), *self.user_features]
+        cols += [*self.item_features, *self.item_multi_features]
         return list(dict.fromkeys(cols))
 
+    def required_columns(self) -> list[str]:
+        """The columns without which there is no interaction to split."""
+        cols = [self.user, self.item, self.timestamp, self.order, *self.positive_labels]
+        return list(dict.fromkeys(cols))
 
-def jagged(keys: Sequence[str], bags: Sequence[tuple[np.ndarray, np.ndarray]]) -> KeyedJaggedTensor:
-    """A KJT from one ``(lengths R, values)`` pair per key (same ``R`` for every key)."""
-    lengths = np.concatenate([b[0] for b in bags]).astype(np.int32)
-    values = np.concatenate([b[1] for b in bags]).astype(np.int64)
-    return KeyedJaggedTensor(
-        keys=list(keys), values=torch.from_numpy(values), lengths=torch.from_numpy(lengths)
-    )
+    def present_in(self, columns: Sequence[str]) -> RetrievalDataSpec:
+        """This spec without the side features that ``columns`` lacks."""
+        have = set(columns)
+        return dataclasses.replace(
+            self,
+            user_features=[f for f in self.user_features if f in have],
+            item_features=[f for f in self.item_features if f in have],
+            item_multi_features=[f for f in self.item_multi_features if f in have],
+        )
 
 
 def _single(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,10 +115,32 @@ def _single(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _list_bags(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """``(lengths, values)`` of a ``List(Int64)`` series."""
-    lengths = series.list.len().fill_null(0).to_numpy().astype(np.int32)
+    """``(lengths, values)`` of a ``List(Int64)`` series; a null or empty list is an empty bag
+    (whatever ``explode`` makes of empty lists in the installed polars)."""
+    series = series.fill_null([]).list.drop_nulls()
+    lengths = series.list.len().to_numpy().astype(np.int32)
     values = series.explode().drop_nulls().to_numpy().astype(np.int64)
+    if values.shape[0] != int(lengths.sum()):
+        raise RuntimeError(f"list bags disagree: {values.shape[0]} values, {lengths.sum()} slots")
     return lengths, values
+
+
+def _multi_bags(
+    lists: pl.Series, vocab: IdMap, n_rows: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(lengths n_rows, codes)`` of one list-valued column of ``n_rows`` entity rows: codes
+    ``1..V`` of the values in ``vocab``; unknown values and nulls are left out of the bag, and an
+    empty list is an empty bag."""
+    flat = (
+        pl.DataFrame({"v": lists.fill_null([])})
+        .with_row_index("owner")
+        .explode("v")
+        .drop_nulls("v")
+    )
+    codes = vocab.to_index(flat["v"].cast(pl.Utf8), strict=False) + 1
+    owner = flat["owner"].to_numpy().astype(np.int64)
+    keep = codes > 0
+    return np.bincount(owner[keep], minlength=n_rows).astype(np.int32), codes[keep]
 
 
 @dataclass
@@ -163,6 +200,33 @@ class RetrievalData:
         dense = torch.zeros(len(users), 0)
         return FeatureTable(dense, jagged(self.user_keys, bags))
 
+    def user_table_at(self, frame: pl.DataFrame, now: int) -> FeatureTable:
+        """User-side features of every user (row ``u`` = user index ``u``), the history being
+        the last ``history_len`` interactions of ``frame`` (the raw events this data was built
+        from) strictly before unix time ``now``."""
+        spec = self.spec
+        if spec.positive_labels:
+            frame = frame.filter(pl.any_horizontal(pl.col(c) > 0 for c in spec.positive_labels))
+        frame = frame.filter(pl.col(spec.timestamp) < now)
+        n_users = len(self.users)
+        last = (
+            frame.select(
+                pl.Series(_U, self.users.to_index(frame[spec.user].cast(pl.Utf8))),
+                pl.Series(_I, self.items.to_index(frame[spec.item].cast(pl.Utf8))),
+                pl.col(spec.timestamp).alias("t"),
+                pl.col(spec.order).alias("o"),
+            )
+            .sort([_U, "t", "o"])
+            .group_by(_U, maintain_order=True)
+            .agg(pl.col(_I).tail(spec.history_len).alias("h"))
+        )
+        per_user = pl.DataFrame({_U: np.arange(n_users, dtype=np.int64)}).join(
+            last, on=_U, how="left", maintain_order="left"
+        )
+        bags = [_single(self.user_codes["user"]), _list_bags(per_user["h"])]
+        bags += [_single(self.user_codes[f]) for f in spec.user_features]
+        return FeatureTable(torch.zeros(n_users, 0), jagged(self.user_keys, bags))
+
 
 def _vocab_codes(values: pl.Series, train_values: pl.Series) -> tuple[np.ndarray, int]:
     """Codes of ``values``: ``1..V`` for values seen in train, 0 otherwise; and ``V + 1``."""
@@ -183,11 +247,17 @@ def build_retrieval_data(frame: pl.DataFrame, spec: RetrievalDataSpec) -> Retrie
     """Splits, indexes and featurizes ``frame`` (one row per event); see the module docstring.
 
     Raises:
-        DataError: a missing column, or no interaction left after filtering.
+        DataError: a missing user, item, time or label column, or no interaction left after
+            filtering.
     """
-    for col in spec.columns():
+    for col in spec.required_columns():
         if col not in frame.columns:
             raise DataError(f"missing column; columns: {frame.columns}", field=col)
+    requested = [*spec.user_features, *spec.item_features, *spec.item_multi_features]
+    spec = spec.present_in(frame.columns)
+    absent = [f for f in requested if f not in frame.columns]
+    if absent:
+        log.warning("side features absent from the data, trained without them: %s", absent)
     rows_read = frame.height
     frame = frame.select(spec.columns())
     if spec.positive_labels:
@@ -225,12 +295,7 @@ def build_retrieval_data(frame: pl.DataFrame, spec: RetrievalDataSpec) -> Retrie
     for f in spec.item_multi_features:
         vocab = IdMap.from_values(train[f].explode().drop_nulls().cast(pl.Utf8))
         cards[f] = len(vocab) + 1
-        lists = item_rows.select(pl.col(f).fill_null([]))
-        flat = lists[f].explode()
-        codes = vocab.to_index(flat.cast(pl.Utf8), strict=False) + 1
-        owner = np.repeat(np.arange(len(items)), lists[f].list.len().to_numpy().clip(min=1))
-        keep = flat.is_not_null().to_numpy() & (codes > 0)
-        item_bags.append((np.bincount(owner[keep], minlength=len(items)), codes[keep]))
+        item_bags.append(_multi_bags(item_rows[f], vocab, len(items)))
     item_keys = ["item", *spec.item_features, *spec.item_multi_features]
     catalog = FeatureTable(torch.zeros(len(items), 0), jagged(item_keys, item_bags))
 
@@ -264,7 +329,7 @@ def build_retrieval_data(frame: pl.DataFrame, spec: RetrievalDataSpec) -> Retrie
         per_user = pl.DataFrame({_U: np.arange(len(users), dtype=np.int64)}).join(
             last, on=_U, how="left", maintain_order="left"
         )
-        eval_history[name] = _list_bags(per_user["h"].fill_null([]))
+        eval_history[name] = _list_bags(per_user["h"])
     summary = {
         "rows_read": rows_read,
         "interactions": {n: int(splits[n].nnz) for n in SPLIT_NAMES},
@@ -274,6 +339,7 @@ def build_retrieval_data(frame: pl.DataFrame, spec: RetrievalDataSpec) -> Retrie
         "cardinalities": dict(cards),
         "history_len": spec.history_len,
         "positive_labels": list(spec.positive_labels),
+        "absent_features": absent,
     }
     return RetrievalData(
         spec=spec,

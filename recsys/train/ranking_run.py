@@ -1,38 +1,41 @@
-"""One experiment run: prepare data, train the model (and baselines), test, record everything.
+"""A ranker run: prepared Parquet -> the ranker (and baselines) trained, tested, recorded.
 
-The config layer turns a Hydra config into a :class:`RunPlan` of plain objects; this module
-knows nothing of Hydra. A run writes into its run folder:
-
-* ``metrics.json``: ``{"test", "valid", "train", "data", "baselines"}`` (per task for
-  multi-task models),
-* ``model.pt`` (the trained weights) and ``feature_spec.json``,
-* ``checkpoints/`` when periodic checkpoints are enabled,
-
-and records params, metrics over steps, the resolved config, ``metrics.json`` and the model in
-MLflow.
+:class:`RankingExperiment` is the ``experiment`` of a :class:`~recsys.train.run.RunPlan` with
+``task: ranking``. It prepares (or reuses) the data set, trains the model with
+:class:`~recsys.train.trainer.Trainer` on a :class:`~recsys.train.tasks.ranking.RankingTask`,
+tests it, trains and tests each baseline the same way, and returns ``metrics.json``'s content:
+``{"test", "valid", "train", "data", "baselines"}`` (per task for multi-task models), plus
+``feature_spec.json``. On synthetic data ``data.best_achievable_auc`` is the AUC of the
+generator's true probabilities: the ceiling a model can reach.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
 
 from recsys.data.prepared import PreparedDataset
 from recsys.metrics.binary import auc
-from recsys.train.evaluation import evaluate
-from recsys.train.tracking import Tracker, TrackingConfig, numeric_metrics
-from recsys.train.trainer import OptimizerFactory, Trainer, TrainerConfig
+from recsys.train.optimizers import OptimizerFactory
+from recsys.train.run import Outcome, RunPlan, seed_everything
+from recsys.train.tasks.ranking import RankingTask
+from recsys.train.tracking import Tracker, numeric_metrics
+from recsys.train.trainer import Trainer, TrainerConfig
 from recsys.types import FeatureSpec
+
+__all__ = [
+    "ModelRecipe",
+    "RankingExperiment",
+    "best_achievable_auc",
+    "data_summary",
+    "train_and_test",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,29 +51,6 @@ class ModelRecipe:
     dense_optimizer: OptimizerFactory
     sparse_optimizer: OptimizerFactory | None
     trainer: TrainerConfig
-
-
-@dataclass
-class RunPlan:
-    """Everything one run needs, as plain objects."""
-
-    name: str
-    run_dir: Path
-    output_root: Path
-    seed: int
-    dataset: Callable[[], PreparedDataset]
-    model: ModelRecipe
-    baselines: list[ModelRecipe] = field(default_factory=list)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
-    params: Mapping[str, Any] = field(default_factory=dict)
-    resolved_config: str = ""
-
-
-def seed_everything(seed: int) -> None:
-    """Seeds Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def best_achievable_auc(dataset: PreparedDataset, split: str = "test") -> dict[str, float]:
@@ -124,10 +104,20 @@ def train_and_test(
     seed_everything(seed)
     cfg = recipe.trainer
     model = recipe.build(dataset.spec)
+    task = RankingTask(
+        dataset.spec.labels,
+        eval_loaders={  # made when first evaluated, after the train loader
+            "valid": lambda: dataset.loader(
+                "valid", cfg.eval_batch_size, shuffle=False, prefetch=cfg.prefetch
+            ),
+            "test": lambda: dataset.loader("test", cfg.eval_batch_size, prefetch=cfg.prefetch),
+        },
+        loss_weights=cfg.loss_weights,
+    )
     trainer = Trainer(
         model,
         cfg,
-        task_names=dataset.spec.labels,
+        task=task,
         dense_optimizer=recipe.dense_optimizer,
         sparse_optimizer=recipe.sparse_optimizer,
         tracker=tracker,
@@ -136,14 +126,8 @@ def train_and_test(
     train = dataset.loader(
         "train", cfg.batch_size, shuffle=cfg.shuffle, seed=seed, prefetch=cfg.prefetch
     )
-    valid = dataset.loader("valid", cfg.eval_batch_size, shuffle=False, prefetch=cfg.prefetch)
-    result = trainer.fit(train, valid)
-    test = evaluate(
-        model,
-        dataset.loader("test", cfg.eval_batch_size, prefetch=cfg.prefetch),
-        dataset.spec.labels,
-        device=trainer.device,
-    )
+    result = trainer.fit(train)
+    test = task.evaluate(model, "test")
     return model, {
         "test": test,
         "valid": result.best_valid,
@@ -152,20 +136,26 @@ def train_and_test(
     }
 
 
-def run_experiment(plan: RunPlan) -> dict[str, Any]:
-    """Runs ``plan``; returns (and writes) the content of ``metrics.json``."""
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    seed_everything(plan.seed)
-    t0 = time.perf_counter()
-    dataset = plan.dataset()
-    prepare_seconds = time.perf_counter() - t0
-    tracker = Tracker(plan.tracking, plan.output_root)
-    tracker.start(plan.params)
-    status = "FAILED"
-    try:
-        tracker.record_config(plan.run_dir, plan.resolved_config)
+@dataclass
+class RankingExperiment:
+    """A ranker and its baselines on one prepared data set (``dataset`` prepares or reuses it)."""
+
+    dataset_factory: Callable[[], PreparedDataset]
+    model: ModelRecipe
+    baselines: list[ModelRecipe] = field(default_factory=list)
+    kind: str = "ranking"
+    dataset: PreparedDataset | None = None
+
+    def prepare(self) -> None:
+        self.dataset = self.dataset_factory()
+
+    def execute(self, plan: RunPlan, tracker: Tracker, prepare_seconds: float) -> Outcome:
+        if self.dataset is None:
+            self.prepare()
+        dataset = self.dataset
+        assert dataset is not None
         model, main = train_and_test(
-            plan.model,
+            self.model,
             dataset,
             seed=plan.seed,
             tracker=tracker,
@@ -178,14 +168,14 @@ def run_experiment(plan: RunPlan) -> dict[str, Any]:
             data["best_achievable_auc"] = best
         metrics: dict[str, Any] = {
             "name": plan.name,
-            "model": plan.model.name,
+            "model": self.model.name,
             "test": main["test"],
             "valid": main["valid"],
             "train": main["train"] | {"parameters": main["params"]},
             "data": data,
         }
         baselines = {}
-        for recipe in plan.baselines:
+        for recipe in self.baselines:
             _, result = train_and_test(
                 recipe, dataset, seed=plan.seed, tracker=None, checkpoint_dir=None
             )
@@ -197,26 +187,5 @@ def run_experiment(plan: RunPlan) -> dict[str, Any]:
             tracker.log_metrics(numeric_metrics(result["test"], f"baseline/{recipe.name}/test"))
         if baselines:
             metrics["baselines"] = baselines
-        torch.save(model.state_dict(), plan.run_dir / "model.pt")
-        (plan.run_dir / "feature_spec.json").write_text(
-            json.dumps(dataset.spec.to_dict(), indent=2)
-        )
-        metrics_path = plan.run_dir / "metrics.json"
-        metrics_path.write_text(json.dumps(metrics, indent=2, default=float))
-        tracker.log_metrics(numeric_metrics(main["test"], "test"))
-        tracker.log_artifact(metrics_path)
-        tracker.log_model(model)
-        status = "FINISHED"
-        metrics["run_id"] = tracker.run_id
-        return metrics
-    finally:
-        tracker.end(status)
-
-
-def closing_lines(train: Mapping[str, Any], metrics_path: Path) -> list[str]:
-    """The last lines every run prints: training speed and time, then the metrics file."""
-    return [
-        f"train {train['examples_per_sec']:,.0f} examples/s, {train['wall_seconds']:.1f} s, "
-        f"{train['steps']} steps",
-        f"metrics: {metrics_path}",
-    ]
+        spec = json.dumps(dataset.spec.to_dict(), indent=2)
+        return Outcome(model, metrics, {"feature_spec.json": spec})
