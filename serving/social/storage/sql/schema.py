@@ -3,7 +3,9 @@ SQLite (embedded mode) and PostgreSQL (production) alike.
 
 Autoincrement ids are ``BIGINT`` on PostgreSQL (``BIGSERIAL``-like identity) and plain
 ``INTEGER PRIMARY KEY`` rowids on SQLite, so in both a larger id is a newer row. Times are unix
-seconds stored as double precision. JSON columns (media renditions, outbox payloads) are text.
+seconds stored as double precision. JSON columns (media renditions, outbox payloads) are text;
+renditions read and write as :class:`~serving.social.domain.Rendition` tuples
+(:class:`Renditions`).
 
 The tables below ``timeline`` back the embedded adapters of :mod:`.embedded` and :mod:`.bus`;
 production keeps that state in Redis and leaves them empty. Alembic migrations in
@@ -11,6 +13,11 @@ production keeps that state in Redis and leaves them empty. Alembic migrations i
 """
 
 from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -25,7 +32,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
 )
+from sqlalchemy.engine import Dialect
+
+from serving.social.domain import Rendition
 
 #: An autoincrementing id: BIGINT on PostgreSQL, INTEGER (the rowid) on SQLite.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -38,6 +49,21 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Renditions(TypeDecorator[tuple[Rendition, ...]]):
+    """A media item's renditions: a tuple of :class:`~serving.social.domain.Rendition` in
+    Python, compact JSON text (a list of objects) in the database."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Sequence[Rendition] | None, dialect: Dialect) -> str:
+        items = [dataclasses.asdict(rendition) for rendition in value or ()]
+        return json.dumps(items, separators=(",", ":"))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> tuple[Rendition, ...]:
+        return tuple(Rendition(**item) for item in json.loads(value)) if value else ()
 
 
 def _user_fk(name: str, *, nullable: bool = False, primary_key: bool = False) -> Column:
@@ -106,7 +132,7 @@ media = Table(
     Column("width", Integer, nullable=True),
     Column("height", Integer, nullable=True),
     Column("thumbhash", String(128), nullable=True),
-    Column("renditions", Text, nullable=False),
+    Column("renditions", Renditions, nullable=False),
     Column("delete_after", Double, nullable=True),
     Index(None, "owner_id"),
     Index(None, "delete_after"),
