@@ -76,6 +76,20 @@ def _user_fk(name: str, *, nullable: bool = False, primary_key: bool = False) ->
     )
 
 
+def _pairs(name: str, user: str, other: str, refers_to: str, index: tuple[str, ...]) -> Table:
+    """A set of ``(user, other)`` pairs, the primary key, with the time each was made: ``user``
+    refers to a user, ``other`` to the row ``refers_to`` (who follows or blocks whom, who liked
+    or saved which post), and an index on the columns ``index``."""
+    return Table(
+        name,
+        metadata,
+        _user_fk(user, primary_key=True),
+        Column(other, BigInteger, ForeignKey(refers_to, ondelete="CASCADE"), primary_key=True),
+        Column("created_at", Double, nullable=False),
+        Index(None, *index),
+    )
+
+
 users = Table(
     "users",
     metadata,
@@ -99,23 +113,10 @@ tokens = Table(
     Index(None, "user_id"),
 )
 
-follows = Table(
-    "follows",
-    metadata,
-    _user_fk("follower_id", primary_key=True),
-    _user_fk("followee_id", primary_key=True),
-    Column("created_at", Double, nullable=False),
-    Index(None, "followee_id", "follower_id"),
+follows = _pairs(
+    "follows", "follower_id", "followee_id", "users.id", ("followee_id", "follower_id")
 )
-
-blocks = Table(
-    "blocks",
-    metadata,
-    _user_fk("blocker_id", primary_key=True),
-    _user_fk("blocked_id", primary_key=True),
-    Column("created_at", Double, nullable=False),
-    Index(None, "blocked_id", "blocker_id"),
-)
+blocks = _pairs("blocks", "blocker_id", "blocked_id", "users.id", ("blocked_id", "blocker_id"))
 
 media = Table(
     "media",
@@ -180,32 +181,8 @@ story_views = Table(
 )
 
 
-def _post_fk() -> Column:
-    return Column(
-        "post_id",
-        BigInteger,
-        ForeignKey("posts.id", ondelete="CASCADE"),
-        primary_key=True,
-    )
-
-
-likes = Table(
-    "likes",
-    metadata,
-    _user_fk("user_id", primary_key=True),
-    _post_fk(),
-    Column("created_at", Double, nullable=False),
-    Index(None, "post_id"),
-)
-
-saves = Table(
-    "saves",
-    metadata,
-    _user_fk("user_id", primary_key=True),
-    _post_fk(),
-    Column("created_at", Double, nullable=False),
-    Index(None, "post_id"),
-)
+likes = _pairs("likes", "user_id", "post_id", "posts.id", ("post_id",))
+saves = _pairs("saves", "user_id", "post_id", "posts.id", ("post_id",))
 
 comments = Table(
     "comments",
