@@ -33,8 +33,8 @@ def _field_names(cls: type) -> tuple[str, ...]:
 def record(cls: type[R], row: sa.Row[Any]) -> R:
     """The dataclass ``cls`` with each field read from the row's column of the same name
     (columns the record lacks, e.g. ``password_hash``, are left out; a field the row lacks is a
-    ``KeyError``). Column types convert values (media renditions: :class:`~.schema.Renditions`).
-    """
+    ``KeyError``). Column types convert values, e.g. media renditions
+    (:class:`~serving.social.storage.sql.schema.Renditions`)."""
     mapping = row._mapping
     return cls(**{name: mapping[name] for name in _field_names(cls)})
 
