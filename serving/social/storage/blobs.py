@@ -2,7 +2,7 @@
 
 A blob's key is the SHA-256 hex digest of its bytes, stored at ``root/ab/cd/<key>`` where ``ab``
 and ``cd`` are the key's first two byte pairs (so no folder grows past 65 536 entries). Writes
-are atomic: the bytes go to a temporary file in the target folder, are fsynced, and are moved
+are atomic: the bytes go to a temporary file inside ``root``, are fsynced, and are moved
 into place with :func:`os.replace`, so a reader never sees a half-written blob. A key that
 already exists is not rewritten (equal key, equal content).
 
