@@ -12,7 +12,7 @@ Backend overrides are those of ``recsys backend`` (Hydra, on ``configs/social.ya
         '~data.source.config'
 
 One output row per impression ``(user, post, ts)`` in the schema of the synthetic social data
-set (:data:`recsys.data.synthetic.config.SOCIAL_SCHEMA` without the truth columns ``p_*``, which
+set (:data:`recsys.data.synthetic.schema.SOCIAL_SCHEMA` without the truth columns ``p_*``, which
 only a generator knows), with the dtypes its source yields:
 
 * labels (Float32 0/1): ``like comment share save`` - the user did it on that post at most
@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from recsys.data.synthetic.config import ACTIVITY_LEVELS, SOCIAL_SCHEMA
+from recsys.data.synthetic.schema import ACTIVITY_LEVELS, SOCIAL_SCHEMA
 from serving.social.domain import InteractionEvent, Post, User
 from serving.social.storage.interfaces import MetadataStore, MetadataTx
 

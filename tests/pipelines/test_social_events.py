@@ -22,7 +22,7 @@ from pipelines.social_events import (
     export_events,
     main,
 )
-from recsys.data.synthetic.config import SOCIAL_SCHEMA
+from recsys.data.synthetic.schema import SOCIAL_SCHEMA
 from serving.social.backend import Backend, open_backend
 from serving.social.clock import ManualClock
 from serving.social.settings import settings_from_mapping
