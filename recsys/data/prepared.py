@@ -77,28 +77,11 @@ class PreparedDataset:
     def num_rows(self, split: str) -> int:
         return int(self._split(split)["rows"])
 
-    def loader(
-        self,
-        split: str,
-        batch_size: int,
-        *,
-        shuffle: bool = False,
-        seed: int = 0,
-        drop_last: bool = False,
-        prefetch: int = 2,
-        extras: Sequence[str] = (),
-    ) -> ParquetBatchLoader:
-        """A batch loader over ``split`` (see :class:`ParquetBatchLoader`)."""
-        return ParquetBatchLoader(
-            self.files(split),
-            self.spec,
-            batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            drop_last=drop_last,
-            prefetch=prefetch,
-            extras=extras,
-        )
+    def loader(self, split: str, batch_size: int, **options: Any) -> ParquetBatchLoader:
+        """A batch loader over ``split``; ``options`` are :class:`ParquetBatchLoader`'s keyword
+        arguments (``shuffle``, ``seed``, ``drop_last``, ``prefetch``, ``extras``,
+        ``shuffle_buffer``) with its defaults."""
+        return ParquetBatchLoader(self.files(split), self.spec, batch_size, **options)
 
     def read_frame(self, split: str, columns: Sequence[str] | None = None) -> pl.DataFrame:
         """The whole split as one frame (for evaluation and tests; loads it in memory)."""
@@ -122,8 +105,17 @@ class PreparedDataset:
 
 
 _CORE_KEYS = frozenset(
-    ("fingerprint", "source", "raw_schema", "feature_spec", "splits", "read_report", "preprocess",
-     "split", "created_at")
+    (
+        "fingerprint",
+        "source",
+        "raw_schema",
+        "feature_spec",
+        "splits",
+        "read_report",
+        "preprocess",
+        "split",
+        "created_at",
+    )
 )
 
 

@@ -48,6 +48,34 @@ def _as_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _id_lists(
+    values: Any, name: str, n_rows: int, rows: str, n_items: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A list of integer id arrays, one per ``rows`` row, as ``(lengths, all ids)`` int64.
+
+    Ids must be ``>= 0`` and, when ``n_items`` is given, ``< n_items``; ``name`` is the
+    argument named in the errors.
+    """
+    lists = list(values)
+    if len(lists) != n_rows:
+        raise ValueError(
+            f"{name} must hold one id array per {rows} row ({n_rows}), got {len(lists)}"
+        )
+    arrays = [_as_numpy(a).ravel() for a in lists]
+    for row, a in enumerate(arrays):
+        if not a.size:
+            continue
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"{name}[{row}] must hold integer item ids, got dtype {a.dtype}")
+        if n_items is None and a.min() < 0:
+            raise ValueError(f"{name}[{row}] has a negative item id {int(a.min())}")
+        if n_items is not None and (a.min() < 0 or a.max() >= n_items):
+            raise ValueError(f"{name}[{row}] has item ids outside 0 .. {n_items - 1}")
+    lengths = np.array([a.size for a in arrays], dtype=np.int64)
+    ids = np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
+    return lengths, ids
+
+
 def _exclusion_lists(exclude: Any, n_rows: int, n_items: int) -> sp.csr_matrix | None:
     """``exclude`` (CSR or a list of id arrays, one per row) as an ``n_rows x n_items`` CSR."""
     if exclude is None:
@@ -60,20 +88,8 @@ def _exclusion_lists(exclude: Any, n_rows: int, n_items: int) -> sp.csr_matrix |
                 f"got {matrix.shape[0]} x {matrix.shape[1]}"
             )
         return matrix
-    lists = list(exclude)
-    if len(lists) != n_rows:
-        raise ValueError(
-            f"exclude must hold one id array per scores row ({n_rows}), got {len(lists)}"
-        )
-    arrays = [_as_numpy(a).ravel() for a in lists]
-    for row, a in enumerate(arrays):
-        if a.size and a.dtype.kind not in "iu":
-            raise ValueError(f"exclude[{row}] must hold integer item ids, got dtype {a.dtype}")
-        if a.size and (a.min() < 0 or a.max() >= n_items):
-            raise ValueError(f"exclude[{row}] has item ids outside 0 .. {n_items - 1}")
-    lengths = np.array([a.size for a in arrays], dtype=np.int64)
+    lengths, cols = _id_lists(exclude, "exclude", n_rows, "scores", n_items=n_items)
     indptr = np.concatenate(([0], np.cumsum(lengths)))
-    cols = np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
     data = np.ones(cols.shape[0], dtype=np.float32)
     return sp.csr_matrix((data, cols, indptr), shape=(n_rows, n_items))
 
@@ -204,20 +220,8 @@ def _relevant_keys(relevant: Any, n_users: int) -> tuple[np.ndarray, np.ndarray,
         coo = matrix.tocoo()
         users, items = coo.row.astype(np.int64), coo.col.astype(np.int64)
     else:
-        lists = list(relevant)
-        if len(lists) != n_users:
-            raise ValueError(
-                f"relevant must hold one id array per topk row ({n_users}), got {len(lists)}"
-            )
-        arrays = [_as_numpy(a).ravel() for a in lists]
-        for row, a in enumerate(arrays):
-            if a.size and a.dtype.kind not in "iu":
-                raise ValueError(f"relevant[{row}] must hold integer item ids, got {a.dtype}")
-            if a.size and a.min() < 0:
-                raise ValueError(f"relevant[{row}] has a negative item id {int(a.min())}")
-        lengths = np.array([a.size for a in arrays], dtype=np.int64)
+        lengths, items = _id_lists(relevant, "relevant", n_users, "topk")
         users = np.repeat(np.arange(n_users, dtype=np.int64), lengths)
-        items = np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
     if items.size:
         span = int(items.max()) + 1
         keys = np.unique(users * span + items)

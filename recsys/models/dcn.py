@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys.modules.embedding import check_embeddings
+from recsys.models.inputs import check_dense, ranker_tables
+from recsys.modules.embedding import pooled_width
 from recsys.modules.interaction import CrossNetwork
 from recsys.modules.mlp import MLP
 from recsys.types import FeatureSpec
@@ -55,17 +56,13 @@ class DCNv2(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        configs = check_embeddings(feature_spec, embeddings, model="DCNv2")
-        if not configs:
-            raise ValueError("DCNv2 needs at least one sparse feature")
+        configs = ranker_tables(feature_spec, embeddings, model="DCNv2")
         if structure not in _STRUCTURES:
             raise ValueError(f"DCNv2 structure must be one of {_STRUCTURES}, got {structure!r}")
         deep_mlp = list(deep_mlp)
         if structure == "parallel" and not deep_mlp:
             raise ValueError("DCNv2 structure='parallel' needs a non-empty deep_mlp")
-        in_features = feature_spec.num_dense + sum(
-            t.embedding_dim * len(t.feature_names) for t in configs
-        )
+        in_features = feature_spec.num_dense + pooled_width(configs)
         self.feature_spec = feature_spec
         self.task_names: tuple[str, ...] = tuple(feature_spec.labels)
         self.num_dense = feature_spec.num_dense
@@ -81,10 +78,7 @@ class DCNv2(nn.Module):
         """``dense``: ``B x D`` float32, ``sparse``: KJT of the spec's features -> ``B x T``."""
         values = self.embeddings(sparse).values()  # B x sum(dims)
         if self.num_dense > 0:
-            if dense.dim() != 2 or dense.shape[1] != self.num_dense:
-                raise ValueError(
-                    f"DCNv2 expects dense B x {self.num_dense}, got {tuple(dense.shape)}"
-                )
+            check_dense(dense, self.num_dense, model="DCNv2")
             x0 = torch.cat([dense, values], dim=1)
         else:
             x0 = values

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys.modules.embedding import check_embeddings, embedding_layout
+from recsys.models.inputs import check_dense, ranker_tables
+from recsys.modules.embedding import embedding_layout
 from recsys.modules.interaction import DotInteraction
 from recsys.modules.mlp import MLP
 from recsys.types import FeatureSpec
@@ -56,9 +57,7 @@ class DLRM(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        configs = check_embeddings(feature_spec, embeddings, model="DLRM")
-        if not configs:
-            raise ValueError("DLRM needs at least one sparse feature")
+        configs = ranker_tables(feature_spec, embeddings, model="DLRM")
         num_dense = feature_spec.num_dense
         bottom_mlp, top_mlp = list(bottom_mlp), list(top_mlp)
         if num_dense > 0:
@@ -104,10 +103,7 @@ class DLRM(nn.Module):
         if self.bottom_mlp is None:
             top = self.interaction(emb)
         else:
-            if dense.dim() != 2 or dense.shape[1] != self.num_dense:
-                raise ValueError(
-                    f"DLRM expects dense B x {self.num_dense}, got {tuple(dense.shape)}"
-                )
+            check_dense(dense, self.num_dense, model="DLRM")
             x = self.bottom_mlp(dense)  # B x d
             vectors = torch.cat([x.unsqueeze(1), emb], dim=1)  # B x (F + 1) x d
             top = torch.cat([x, self.interaction(vectors)], dim=1)

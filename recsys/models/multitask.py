@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys.modules.embedding import check_embeddings
+from recsys.models.inputs import check_dense, ranker_tables
+from recsys.modules.embedding import pooled_width
 from recsys.modules.experts import PLE, MMoE
 from recsys.modules.mlp import MLP
 from recsys.types import FeatureSpec
@@ -63,9 +64,7 @@ class MultiTaskRanker(nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        configs = check_embeddings(feature_spec, embeddings, model="MultiTaskRanker")
-        if not configs:
-            raise ValueError("MultiTaskRanker needs at least one sparse feature")
+        configs = ranker_tables(feature_spec, embeddings, model="MultiTaskRanker")
         if experts not in _EXPERTS:
             raise ValueError(f"MultiTaskRanker experts must be one of {_EXPERTS}, got {experts!r}")
         num_tasks = feature_spec.num_tasks
@@ -80,7 +79,7 @@ class MultiTaskRanker(nn.Module):
             MLP(num_dense, dense_mlp, dropout=dropout) if dense_mlp and num_dense > 0 else None
         )
         dense_out = self.dense_mlp.out_features if self.dense_mlp is not None else num_dense
-        in_features = dense_out + sum(t.embedding_dim * len(t.feature_names) for t in configs)
+        in_features = dense_out + pooled_width(configs)
         self.experts: MMoE | PLE
         if experts == "mmoe":
             self.experts = MMoE(in_features, num_tasks, num_experts, expert_mlp, dropout=dropout)
@@ -107,10 +106,7 @@ class MultiTaskRanker(nn.Module):
         """``dense``: ``B x D`` float32, ``sparse``: KJT of the spec's features -> ``B x T``."""
         values = self.embeddings(sparse).values()  # B x sum(dims)
         if self.num_dense > 0:
-            if dense.dim() != 2 or dense.shape[1] != self.num_dense:
-                raise ValueError(
-                    f"MultiTaskRanker expects dense B x {self.num_dense}, got {tuple(dense.shape)}"
-                )
+            check_dense(dense, self.num_dense, model="MultiTaskRanker")
             d = self.dense_mlp(dense) if self.dense_mlp is not None else dense
             x = torch.cat([d, values], dim=1)
         else:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -53,6 +53,7 @@ __all__ = [
     "embedding_layout",
     "embedding_tables",
     "is_embedding_module",
+    "pooled_width",
     "split_parameters",
 ]
 
@@ -328,6 +329,11 @@ def embedding_layout(embeddings: nn.Module) -> list[tuple[str, int]]:
     configs = _configs(embeddings)
     names = get_embedding_names_by_table(configs)
     return [(n, t.embedding_dim) for t, ns in zip(configs, names) for n in ns]
+
+
+def pooled_width(configs: Sequence[EmbeddingBagConfig]) -> int:
+    """Width of the pooled output of these tables: ``sum(dims)`` over every (table, feature)."""
+    return sum(t.embedding_dim * len(t.feature_names) for t in configs)
 
 
 def _configs(embeddings: nn.Module) -> list[EmbeddingBagConfig]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recsys.data.synthetic.config import TASKS
+from recsys.data.synthetic.schema import TASKS
 from recsys.data.synthetic.truth import truth_probabilities
 from recsys.data.synthetic.world import SocialWorld
 from recsys.ranking.funnel import Funnel

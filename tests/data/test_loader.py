@@ -275,6 +275,8 @@ def test_prepared_dataset_loader_round_trip(tmp_path: Path) -> None:
     )
     loader = ds.loader("train", 16, shuffle=True, seed=0, extras=["_row"])
     assert loader.num_rows == ds.num_rows("train") == 48 and len(loader) == 3
+    plain = ds.loader("train", 16, shuffle_buffer=2)  # options and defaults: the loader's own
+    assert (plain.shuffle, plain.seed, plain.prefetch, plain.shuffle_buffer) == (False, 0, 2, 2)
     batches = list(loader)
     frame = ds.read_frame("train")
     rows = [r for b in batches for r in b.extras["_row"].tolist()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import json
 from pathlib import Path
@@ -25,6 +26,7 @@ from recsys.data.synthetic import (
     build_world,
     write_entities,
 )
+from recsys.data.synthetic.schema import column_dtypes
 from recsys.metrics import auc
 
 SMALL = SocialConfig(
@@ -55,6 +57,7 @@ def test_is_a_raw_source_with_expected_columns_and_dtypes(small: pl.DataFrame) -
         ROW_COLUMN: pl.Int64,
     }
     assert dict(small.schema) == expected
+    assert dict(small.schema) == {**column_dtypes(), ROW_COLUMN: pl.Int64}  # the one schema
     assert small.null_count().to_numpy().sum() == 0
     for task in TASKS:
         assert set(small[task].unique().to_list()) <= {0.0, 1.0}
@@ -215,3 +218,28 @@ def test_tiny_and_degenerate_configs_still_generate() -> None:
 def test_config_validation(overrides: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         SocialConfig(**overrides)
+
+
+def test_generator_modules_import_in_one_direction() -> None:
+    """No import cycle among the generator's modules, counting imports under TYPE_CHECKING."""
+    folder = Path(__file__).resolve().parents[2] / "recsys" / "data" / "synthetic"
+    prefix = "recsys.data.synthetic."
+    graph: dict[str, set[str]] = {}
+    for path in folder.glob("*.py"):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        graph[path.stem] = {
+            node.module.removeprefix(prefix)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(prefix)
+        }
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
+        if module not in done:
+            for target in sorted(graph.get(module, ())):
+                visit(target, (*path, module))
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())

@@ -76,6 +76,7 @@ def test_topk_chunking_does_not_change_the_result() -> None:
         ({"scores": np.array([[0.0, np.nan]]), "k": 1}, "NaN .*row 0, item 1"),
         ({"scores": np.zeros((2, 3)), "k": 1, "exclude": [np.array([0])]}, "one id array"),
         ({"scores": np.zeros((1, 3)), "k": 1, "exclude": [np.array([3])]}, "outside 0 .. 2"),
+        ({"scores": np.zeros((1, 3)), "k": 1, "exclude": [np.array([0.5])]}, "dtype float64"),
         ({"scores": np.zeros((2, 3)), "k": 1, "exclude": sp.csr_matrix((2, 4))}, "2 x 3"),
     ],
 )
@@ -185,6 +186,7 @@ def test_topk_then_metrics_on_scores() -> None:
         (np.array([[1, 2]]), [np.array([1]), np.array([2])], (1,), "one id array per topk row"),
         (np.array([[1, 2]]), sp.csr_matrix((2, 5)), (1,), "one row per topk row"),
         (np.array([[1, 2]]), [np.array([-1])], (1,), "negative item id"),
+        (np.array([[1, 2]]), [np.array([1.5])], (1,), r"relevant\[0\] .* got dtype float64"),
         (np.array([[1, 2]]), [np.array([1])], (), "at least one"),
         (np.array([[1, 2]]), [np.array([1])], (0,), "positive integer"),
         (np.array([[1, 2]]), [np.array([1])], (1, 1), "distinct"),

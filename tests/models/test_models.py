@@ -192,6 +192,17 @@ def test_embeddings_must_match_the_spec() -> None:
         DCNv2(SPEC_DENSE, emb)
 
 
+@pytest.mark.parametrize("name", ["dlrm", "dcn", "mmoe"])
+def test_rankers_check_their_inputs(name: str) -> None:
+    model_name = CLASSES[name].__name__
+    no_sparse = FeatureSpec(dense=("d0",), sparse=(), labels=("y",))
+    with pytest.raises(ValueError, match=f"{model_name} needs at least one sparse feature"):
+        CLASSES[name](no_sparse, build_embeddings([], fused=False), **SMALL[name])
+    model = build(name, SPEC_DENSE)
+    with pytest.raises(ValueError, match=rf"{model_name} expects dense B x 3, got \(4, 2\)"):
+        model(torch.zeros(4, 2), make_kjt(SPEC_DENSE, 4))
+
+
 def test_dcn_validation() -> None:
     with pytest.raises(ValueError, match="structure"):
         build("dcn", SPEC_DENSE, structure="zigzag")

@@ -16,6 +16,7 @@ from recsys.modules.embedding import (
     embedding_layout,
     embedding_tables,
     is_embedding_module,
+    pooled_width,
     split_parameters,
 )
 from recsys.modules.experts import PLE, MMoE, PLELevel
@@ -174,6 +175,13 @@ def test_check_embeddings_names_missing_and_extra() -> None:
     ebc = build_embeddings(embedding_tables(SPEC, EmbeddingConfig(dim=4)), fused=False)
     with pytest.raises(ValueError, match=r"not in the spec.*genres"):
         check_embeddings(other, ebc, model="M")
+
+
+def test_pooled_width_is_the_width_of_the_pooled_output() -> None:
+    tables = embedding_tables(SPEC, EmbeddingConfig(dim=4, per_table={"item": {"dim": 12}}))
+    ebc = build_embeddings(tables, fused=False)
+    assert pooled_width(tables) == 3 * 4 + 12 == ebc(make_kjt(SPEC, 5)).values().shape[1]
+    assert pooled_width([]) == 0
 
 
 # ---------------------------------------------------------------- MLP

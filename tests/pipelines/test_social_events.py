@@ -22,7 +22,7 @@ from pipelines.social_events import (
     export_events,
     main,
 )
-from recsys.data.synthetic.config import SOCIAL_SCHEMA
+from recsys.data.synthetic.schema import SOCIAL_SCHEMA
 from serving.social.backend import Backend, open_backend
 from serving.social.clock import ManualClock
 from serving.social.settings import settings_from_mapping
@@ -45,12 +45,10 @@ def read_export(out: Path) -> pl.DataFrame:
 # --- a hand-made log, every row checked -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def hand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def write_hand_log(backend: Backend, clock: ManualClock) -> tuple[dict[str, int], tuple[int, int]]:
     """Five users, two posts and 14 impressions whose labels and features are worked out by
-    hand below (attribution window 3600 s, long dwell at 5000 ms)."""
-    folder = tmp_path_factory.mktemp("hand")
-    backend, clock = make_backend(folder / "backend")
+    hand below (attribution window 3600 s, long dwell at 5000 ms); returns the user ids by name
+    and the two post ids."""
     acc, posts, act = backend.accounts, backend.posts, backend.interactions
     profiles = {
         "alice": ("US", "18-24"),
@@ -99,6 +97,15 @@ def hand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     for k in range(3):
         at(12_000 + 10 * k)
         act.impressions(eve, [{"post_id": p2, "dwell_ms": 4999}])
+    return ids, (p1, p2)
+
+
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The hand-made log (:func:`write_hand_log`) on an embedded backend, exported."""
+    folder = tmp_path_factory.mktemp("hand")
+    backend, clock = make_backend(folder / "backend")
+    ids, (p1, p2) = write_hand_log(backend, clock)
     out = folder / "export"
     summary = export_events(
         backend.storage.metadata, out, long_dwell_ms=5000, attribution_window_s=3600
@@ -344,6 +351,39 @@ def test_job_entry_point(hand: dict, tmp_path: Path, capsys: pytest.CaptureFixtu
         main([f"backend.data_dir={tmp_path / 'nowhere'}", f"out_dir={out}"])
     with pytest.raises(SystemExit, match="long_dwell_ms must be int"):
         main([f"backend.data_dir={data_dir}", f"out_dir={out}", "long_dwell_ms=soon"])
+
+
+def test_job_exports_a_production_backend(
+    hand: dict, tmp_path: Path, postgres_url: str, redis_url: str, redis_prefix: str
+) -> None:
+    """The same hand-made log on PostgreSQL and Redis exports the same rows, through the job's
+    entry point (``backend=production``: the store opened by the storage factory, unmigrated)."""
+    from serving.social.storage.sql.testing import fresh_engine
+
+    fresh_engine("postgresql", url=postgres_url).dispose()  # migrated, every table emptied
+    values = {
+        "storage": "production",
+        "postgres_url": postgres_url,
+        "redis_url": redis_url,
+        "redis_prefix": redis_prefix,
+        "data_dir": str(tmp_path / "backend"),
+        "rate_limits": {"enabled": False},
+    }
+    clock = ManualClock(T0)
+    backend = open_backend(settings_from_mapping(values), clock)
+    try:
+        ids, posts = write_hand_log(backend, clock)
+    finally:
+        backend.close()
+    assert (ids, posts) == (hand["ids"], hand["posts"])
+    out = tmp_path / "pg"
+    overrides = [f"backend.{k}={v}" for k, v in values.items() if k != "rate_limits"]
+    summary = main(["backend=production", *overrides, f"out_dir={out}", "long_dwell_ms=5000"])
+    assert summary is not None and summary.rows == 14
+    assert summary.to_dict() == hand["summary"].to_dict()
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["source"] == {"backend": "serving.social", "storage": "production"}
+    assert read_export(out).equals(read_export(hand["out"]))
 
 
 # --- a larger log with a pattern a model can learn, trained on ---------------------------------

@@ -113,6 +113,21 @@ def _multi(name: str, dtype: pl.DataType, separator: str) -> pl.Expr:
     return values.fill_null(pl.lit([], dtype=pl.List(pl.Utf8)))
 
 
+def _read_delimited(
+    text: str, sep: str, quote: str | None, names: list[str] | None = None
+) -> pl.DataFrame:
+    """Header-less delimited ``text`` as Utf8 columns (empty fields null), named ``names``."""
+    return pl.read_csv(
+        io.BytesIO(text.encode("utf-8")),
+        has_header=False,
+        new_columns=names,
+        separator=sep,
+        quote_char=quote,
+        infer_schema=False,
+        empty_string_is_null=True,
+    )
+
+
 class CtrTableReader:
     """Streams a flat CTR table (CSV, TSV or Parquet) whose column roles come from config.
 
@@ -339,14 +354,7 @@ class CtrTableReader:
     def _text_names(
         self, lines: pl.DataFrame, path: Path, sep: str, quote: str | None
     ) -> list[str]:
-        first = lines[LINE][0]
-        parsed = pl.read_csv(
-            io.BytesIO(first.encode("utf-8")),
-            has_header=False,
-            separator=sep,
-            quote_char=quote,
-            infer_schema=False,
-        )
+        parsed = _read_delimited(lines[LINE][0], sep, quote)
         if self.column_names is not None:
             names = list(self.column_names)
             if len(names) != parsed.width:
@@ -367,15 +375,7 @@ class CtrTableReader:
     ) -> pl.DataFrame:
         text = lines[LINE].str.join("\n").item() + "\n"
         try:
-            parsed = pl.read_csv(
-                io.BytesIO(text.encode("utf-8")),
-                has_header=False,
-                new_columns=names,
-                separator=sep,
-                quote_char=quote,
-                infer_schema=False,
-                empty_string_is_null=True,
-            )
+            parsed = _read_delimited(text, sep, quote, names)
         except pl.exceptions.PolarsError as exc:
             raise DataError(
                 f"cannot parse lines {lines[LINENO][0]}-{lines[LINENO][-1]}: {exc}",

@@ -155,6 +155,18 @@ def _unique_ids(table: pl.DataFrame, key: str, path: Path) -> pl.DataFrame:
     return table
 
 
+def _movies(table: pl.DataFrame, id_column: str, path: Path) -> pl.DataFrame:
+    """The movie side table (``_iid``, ``release_year``, ``genres``) of a checked listing with
+    ``id_column``, ``title`` ("Name (Year)") and ``genres`` ("A|B") columns (1M and latest)."""
+    items = table.select(
+        LINENO,
+        _as_int(id_column).alias(_IID),
+        pl.col("title").str.extract(_TITLE_YEAR, 1).alias("release_year"),
+        _split_genres(pl.col("genres")).alias(GENRES),
+    )
+    return _unique_ids(items, _IID, path).drop(LINENO)
+
+
 class MovieLensReader:
     """Streams MovieLens ratings joined with user and movie side information.
 
@@ -306,13 +318,7 @@ class MovieLensReader:
             self.layout.encoding,
             [_int_check("id", "item_id", "movie id")],
         )
-        items = table.select(
-            LINENO,
-            _as_int("id").alias(_IID),
-            pl.col("title").str.extract(_TITLE_YEAR, 1).alias("release_year"),
-            _split_genres(pl.col("genres")).alias(GENRES),
-        )
-        return _unique_ids(items, _IID, path).drop(LINENO)
+        return _movies(table, "id", path)
 
     def _load_items_csv(self, path: Path) -> pl.DataFrame:
         try:
@@ -333,13 +339,7 @@ class MovieLensReader:
             policy="error",
             report=ReadReport(),
         )
-        items = table.select(
-            LINENO,
-            _as_int("movieId").alias(_IID),
-            pl.col("title").str.extract(_TITLE_YEAR, 1).alias("release_year"),
-            _split_genres(pl.col("genres")).alias(GENRES),
-        )
-        return _unique_ids(items, _IID, path).drop(LINENO)
+        return _movies(table, "movieId", path)
 
     # -- ratings -----------------------------------------------------------------------
 

@@ -28,21 +28,19 @@ Example:
     [1000, 1000]
 """
 
-from recsys.data.synthetic.config import (
+from recsys.data.synthetic.calibration import build_world
+from recsys.data.synthetic.config import AGE_BUCKETS, COUNTRIES, MEDIA_TYPES, SocialConfig
+from recsys.data.synthetic.schema import (
     ACTIVITY_LEVELS,
-    AGE_BUCKETS,
-    COUNTRIES,
     DENSE,
-    MEDIA_TYPES,
     SOCIAL_SCHEMA,
     SPARSE,
     TASKS,
     TIMESTAMP,
     TRUTH_COLUMNS,
-    SocialConfig,
 )
 from recsys.data.synthetic.source import SocialSource, write_entities
-from recsys.data.synthetic.world import SocialWorld, build_world
+from recsys.data.synthetic.world import SocialWorld
 
 __all__ = [
     "ACTIVITY_LEVELS",

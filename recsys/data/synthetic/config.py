@@ -1,34 +1,14 @@
-"""Configuration, vocabularies and the raw schema of the synthetic social app."""
+"""Configuration and vocabularies of the synthetic social app (its columns: :mod:`.schema`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from recsys.types import RawSchema
+from recsys.data.synthetic.schema import TASKS
 
-TASKS = ("like", "comment", "share", "save", "long_dwell")
 COUNTRIES = ("US", "IN", "BR", "ID", "MX", "GB", "DE", "FR", "JP", "NG", "PH", "TR")
 AGE_BUCKETS = ("13-17", "18-24", "25-34", "35-44", "45-54", "55+")
-ACTIVITY_LEVELS = ("low", "medium", "high")
 MEDIA_TYPES = ("text", "image", "video", "carousel", "link")
-
-DENSE = ("post_age_hours", "author_followers_log", "user_follow_count_log", "post_length")
-SPARSE = (
-    "user_id",
-    "post_id",
-    "author_id",
-    "topic",
-    "media_type",
-    "country",
-    "age_bucket",
-    "user_activity",
-    "is_following",
-)
-TIMESTAMP = "timestamp"
-TRUTH_COLUMNS = tuple(f"p_{t}" for t in TASKS)
-SOCIAL_SCHEMA = RawSchema(
-    labels=TASKS, dense=DENSE, sparse=SPARSE, timestamp=TIMESTAMP, aux=TRUTH_COLUMNS
-)
 
 
 @dataclass(frozen=True)

@@ -2,41 +2,25 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import polars as pl
 
 from recsys.data.source import ROW_COLUMN
-from recsys.data.synthetic.config import (
+from recsys.data.synthetic.config import AGE_BUCKETS, COUNTRIES, MEDIA_TYPES
+from recsys.data.synthetic.sampling import draw, rng_for, search_sorted
+from recsys.data.synthetic.schema import (
     ACTIVITY_LEVELS,
-    AGE_BUCKETS,
-    COUNTRIES,
-    MEDIA_TYPES,
     TASKS,
     TIMESTAMP,
     TRUTH_COLUMNS,
+    column_dtypes,
 )
-from recsys.data.synthetic.sampling import draw, rng_for, search_sorted
-
-if TYPE_CHECKING:
-    from recsys.data.synthetic.world import SocialWorld
+from recsys.data.synthetic.world import LOADINGS, SocialWorld
 
 BLOCK_ROWS = 65_536  # generation unit; chunks are re-cut from blocks, so data ignore chunk_rows
 _FEED_AGE_HOURS = 18.0  # mean target age of a post picked from a followed author
 _EXPLORE_AGE_HOURS = 36.0
 _EXPLORE_CANDIDATES = 4
-# Per-task loadings: user engagement, post quality, author effect, affinity, following,
-# age decay, post length (z), author popularity (log followers, centered).
-LOADINGS = np.array(
-    [
-        [0.8, 0.6, 0.3, 1.4, 0.5, 0.25, -0.10, -0.08],  # like
-        [0.9, 0.4, 0.4, 1.1, 0.9, 0.35, 0.20, -0.12],  # comment
-        [0.6, 0.9, 0.3, 1.0, 0.3, 0.30, 0.00, 0.05],  # share
-        [0.5, 0.7, 0.2, 1.2, 0.2, 0.10, 0.30, 0.00],  # save
-        [0.5, 0.5, 0.2, 0.9, 0.3, 0.05, 0.50, 0.00],  # long_dwell
-    ]
-)
 
 
 def simulate_impressions(
@@ -181,4 +165,4 @@ def block_frame(w: SocialWorld, block: int) -> pl.DataFrame:
     for j, name in enumerate(TRUTH_COLUMNS):
         cols[name] = prob[:, j].astype(np.float32)
     cols[ROW_COLUMN] = np.arange(r0, r1, dtype=np.int64)
-    return pl.DataFrame(cols)
+    return pl.DataFrame(cols, schema={**column_dtypes(), ROW_COLUMN: pl.Int64()})

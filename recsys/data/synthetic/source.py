@@ -12,17 +12,11 @@ import numpy as np
 import polars as pl
 
 from recsys.data.source import ReadReport
-from recsys.data.synthetic.config import (
-    ACTIVITY_LEVELS,
-    AGE_BUCKETS,
-    COUNTRIES,
-    MEDIA_TYPES,
-    SOCIAL_SCHEMA,
-    TASKS,
-    SocialConfig,
-)
+from recsys.data.synthetic.calibration import build_world
+from recsys.data.synthetic.config import AGE_BUCKETS, COUNTRIES, MEDIA_TYPES, SocialConfig
 from recsys.data.synthetic.impressions import BLOCK_ROWS, block_frame, string_column
-from recsys.data.synthetic.world import SocialWorld, build_world
+from recsys.data.synthetic.schema import ACTIVITY_LEVELS, SOCIAL_SCHEMA, TASKS
+from recsys.data.synthetic.world import SocialWorld
 from recsys.types import RawSchema
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from recsys.data.synthetic.config import TASKS
 from recsys.data.synthetic.impressions import hidden_logits, point_in_time_follows
+from recsys.data.synthetic.schema import TASKS
 from recsys.data.synthetic.world import SocialWorld
 
 __all__ = ["truth_logits", "truth_probabilities"]

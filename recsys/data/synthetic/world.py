@@ -1,4 +1,9 @@
-"""Entities of the synthetic social app: users, authors, posts, follows, truth parameters."""
+"""Entities of the synthetic social app: users, authors, posts, follows, truth parameters.
+
+The bottom of the generator's import chain (``world <- impressions <- calibration``): the
+impression model reads a :class:`SocialWorld`, and :mod:`.calibration` composes the two into
+the finished world (task biases solved on simulated impressions).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +13,7 @@ from functools import cached_property
 
 import numpy as np
 
-from recsys.data.synthetic.config import (
-    AGE_BUCKETS,
-    COUNTRIES,
-    MEDIA_TYPES,
-    TASKS,
-    SocialConfig,
-)
-from recsys.data.synthetic.impressions import LOADINGS, simulate_impressions
+from recsys.data.synthetic.config import AGE_BUCKETS, COUNTRIES, MEDIA_TYPES, SocialConfig
 from recsys.data.synthetic.sampling import (
     cumulative,
     draw,
@@ -23,15 +21,26 @@ from recsys.data.synthetic.sampling import (
     rng_for,
     zscore,
 )
+from recsys.data.synthetic.schema import ACTIVITY_QUANTILES, TASKS
 
 _COUNTRY_WEIGHTS = np.array([18, 16, 11, 9, 7, 6, 6, 5, 6, 6, 5, 5], dtype=float)
 _AGE_WEIGHTS = np.array([8, 28, 28, 18, 10, 8], dtype=float)
 _MEDIA_LEN = np.array([220.0, 70.0, 50.0, 90.0, 120.0])  # median post length (chars) by media
 _USER_BLOCK = 8_192  # users per block while sampling the follow graph
-_CALIBRATION_ROWS = 100_000
 _PRE_DAYS_POSTS = 7.0  # posts exist this long before the first impression
 _PRE_DAYS_FOLLOWS = 365.0
 _FOLLOWS_BEFORE_START = 0.85
+# Per-task loadings: user engagement, post quality, author effect, affinity, following,
+# age decay, post length (z), author popularity (log followers, centered).
+LOADINGS = np.array(
+    [
+        [0.8, 0.6, 0.3, 1.4, 0.5, 0.25, -0.10, -0.08],  # like
+        [0.9, 0.4, 0.4, 1.1, 0.9, 0.35, 0.20, -0.12],  # comment
+        [0.6, 0.9, 0.3, 1.0, 0.3, 0.30, 0.00, 0.05],  # share
+        [0.5, 0.7, 0.2, 1.2, 0.2, 0.10, 0.30, 0.00],  # save
+        [0.5, 0.5, 0.2, 0.9, 0.3, 0.05, 0.50, 0.00],  # long_dwell
+    ]
+)
 
 
 @dataclass(eq=False)
@@ -148,8 +157,10 @@ class SocialWorld:
         return np.bincount(self.follow_user[mask], minlength=self.config.n_users)
 
 
-def build_world(config: SocialConfig) -> SocialWorld:
-    """Builds users, authors, posts, the follow graph and the truth parameters from the seed."""
+def sample_entities(config: SocialConfig) -> SocialWorld:
+    """Users, authors, posts, the follow graph and the truth parameters drawn from the seed, with
+    the task biases still zero: :func:`recsys.data.synthetic.calibration.build_world` solves
+    them on impressions of this world."""
     cfg = config
     rng = rng_for(cfg.seed, 1)
     n_t, d, k = len(TASKS), cfg.latent_dim, cfg.n_topics
@@ -167,7 +178,7 @@ def build_world(config: SocialConfig) -> SocialWorld:
     country = draw(cumulative(_COUNTRY_WEIGHTS), rng.random(n))
     age = draw(cumulative(_AGE_WEIGHTS), rng.random(n))
     log_rate = rng.normal(0.0, 0.9, n)
-    activity = np.searchsorted(np.quantile(log_rate, [0.5, 0.85]), log_rate, side="right")
+    activity = np.searchsorted(np.quantile(log_rate, ACTIVITY_QUANTILES), log_rate, side="right")
     fav1 = draw_rows(country_topic_cum, country, rng.random(n))
     fav2 = draw_rows(country_topic_cum, country, rng.random(n))
     taste = topic_vec[fav1] + 0.6 * topic_vec[fav2] + rng.normal(0.0, 0.35 / math.sqrt(d), (n, d))
@@ -251,7 +262,7 @@ def build_world(config: SocialConfig) -> SocialWorld:
     media_age[4, 2, :] += 0.5  # video holds attention
     country_topic = rng.normal(0.0, 0.45, (1, n_c, k)) + rng.normal(0.0, 0.25, (n_t, n_c, k))
 
-    world = SocialWorld(
+    return SocialWorld(
         config=cfg,
         user_country=country,
         user_age=age,
@@ -277,18 +288,3 @@ def build_world(config: SocialConfig) -> SocialWorld:
         country_topic=country_topic,
         bias=np.zeros(n_t),
     )
-    sample = simulate_impressions(world, rng_for(cfg.seed, 2), _CALIBRATION_ROWS, start, end)
-    world.bias = solve_biases(sample["logit"], np.array(cfg.base_rates()))
-    return world
-
-
-def solve_biases(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Per column ``b`` with ``mean(sigmoid(b + logits[:, t])) == targets[t]`` (Newton)."""
-    b = np.log(targets / (1.0 - targets))
-    for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-(logits + b)))
-        step = (p.mean(axis=0) - targets) / np.maximum((p * (1.0 - p)).mean(axis=0), 1e-12)
-        b -= np.clip(step, -2.0, 2.0)
-        if np.abs(step).max() < 1e-10:
-            break
-    return b

@@ -2,7 +2,7 @@
 
 A blob's key is the SHA-256 hex digest of its bytes, stored at ``root/ab/cd/<key>`` where ``ab``
 and ``cd`` are the key's first two byte pairs (so no folder grows past 65 536 entries). Writes
-are atomic: the bytes go to a temporary file in the target folder, are fsynced, and are moved
+are atomic: the bytes go to a temporary file inside ``root``, are fsynced, and are moved
 into place with :func:`os.replace`, so a reader never sees a half-written blob. A key that
 already exists is not rewritten (equal key, equal content).
 
@@ -52,18 +52,21 @@ class LocalBlobStore:
             raise error(f"invalid blob key {str(key)[:80]!r}: expected 64 lowercase hex characters")
         return self._file(key)
 
-    def _write(self, key: str, copy: Callable[[BinaryIO], object]) -> str:
-        """Writes a blob with ``copy(fileobj)`` into a temporary file, then moves it to ``key``."""
-        target = self._file(key)
-        if target.is_file():
-            return key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=target.parent)
+    def _write(self, folder: Path, copy: Callable[[BinaryIO], str]) -> str:
+        """Writes a blob with ``copy(fileobj)``, which returns its key, into a temporary file in
+        ``folder`` (on the store's file system, so the rename is atomic), then moves it to the
+        key's place, or drops it when that key is stored already. Returns the key."""
+        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=folder)
         try:
             with os.fdopen(fd, "wb") as handle:
-                copy(handle)
+                key = copy(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
+            target = self._file(key)
+            if target.is_file():
+                os.unlink(tmp_name)
+                return key
+            target.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(tmp_name, 0o644)
             os.replace(tmp_name, target)
         except BaseException:
@@ -78,7 +81,16 @@ class LocalBlobStore:
         """Stores ``data`` and returns its key (the SHA-256 hex digest)."""
         data = bytes(data)
         key = hashlib.sha256(data).hexdigest()
-        return self._write(key, lambda handle: handle.write(data))
+        target = self._file(key)
+        if target.is_file():
+            return key
+        target.parent.mkdir(parents=True, exist_ok=True)
+
+        def copy(handle: BinaryIO) -> str:
+            handle.write(data)
+            return key
+
+        return self._write(target.parent, copy)
 
     def put_file(self, path: Path) -> str:
         """Stores a copy of the file at ``path`` (hashed while streaming) and returns its key.
@@ -87,27 +99,14 @@ class LocalBlobStore:
         goes), then moved into its content-addressed place, so it is read once.
         """
         source = Path(path)
-        digest = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=self.root)
-        try:
-            with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
-                _copy_hashing(src, dst, digest)
-                dst.flush()
-                os.fsync(dst.fileno())
-            key = digest.hexdigest()
-            target = self._file(key)
-            if target.is_file():
-                os.unlink(tmp_name)
-                return key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(tmp_name, 0o644)
-            # root and target are on the same file system: the rename is atomic.
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
-        return key
+
+        def copy(handle: BinaryIO) -> str:
+            digest = hashlib.sha256()
+            with open(source, "rb") as src:
+                _copy_hashing(src, handle, digest)
+            return digest.hexdigest()
+
+        return self._write(self.root, copy)
 
     def get(self, key: str) -> bytes:
         """The blob's bytes; raises :class:`NotFound` for an unknown or malformed key."""

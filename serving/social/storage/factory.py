@@ -8,6 +8,9 @@
   the same interface). The schema is migrated on open when ``auto_migrate`` is set (the
   shipped config does); otherwise ``recsys backend migrate`` must have run, and opening checks
   the revision.
+
+Jobs that only read the metadata (the event log, posts, users, the follow graph: the
+``pipelines`` exports) open it alone with :func:`open_metadata_store`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from serving.social.clock import Clock
 from serving.social.settings import BackendSettings
 from serving.social.storage import Storage
 from serving.social.storage.blobs import LocalBlobStore
+from serving.social.storage.interfaces import MetadataStore
 from serving.social.storage.sql import (
     SqlEventBus,
     SqlKeyValueCache,
@@ -36,6 +40,17 @@ def metadata_url(settings: BackendSettings) -> str:
     if settings.storage == "embedded":
         return f"sqlite:///{Path(settings.resolved_sqlite_path()).resolve()}"
     return settings.postgres_url
+
+
+def open_metadata_store(settings: BackendSettings) -> MetadataStore:
+    """The metadata store of ``settings`` on its own: no migration, no Redis, no blob folder
+    (for jobs that read the event log with ``iter_events`` and look up posts, users and follows).
+
+    Nothing is checked on open: call ``check()`` to learn whether the database is reachable and
+    at the latest schema revision, and ``close()`` when done. An embedded database that does not
+    exist yet is created empty (and fails ``check()``): test for the file first where that matters.
+    """
+    return SqlMetadataStore(make_engine(metadata_url(settings)))
 
 
 def open_storage(settings: BackendSettings, clock: Clock) -> Storage:

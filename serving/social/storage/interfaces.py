@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 
 from serving.social.domain import (
     Comment,
@@ -35,10 +35,30 @@ from serving.social.domain import (
     MediaStatus,
     Message,
     Post,
+    PostMediaType,
     Rendition,
     Story,
     User,
 )
+
+
+class PostFields(TypedDict, total=False):
+    """The optional fields of :meth:`MetadataTx.create_post` (defaults: those of :class:`Post`)."""
+
+    caption: str
+    media_id: int | None
+    media_type: PostMediaType
+    topic: str
+
+
+class MediaChanges(TypedDict, total=False):
+    """What :meth:`MetadataTx.update_media` may change besides the status."""
+
+    reason: str | None
+    width: int | None
+    height: int | None
+    thumbhash: str | None
+    renditions: Sequence[Rendition]
 
 
 class MetadataTx(Protocol):
@@ -107,15 +127,9 @@ class MetadataTx(Protocol):
         ...
 
     # posts
-    def create_post(
-        self,
-        author_id: int,
-        now: float,
-        caption: str = "",
-        media_id: int | None = None,
-        media_type: str = "text",
-        topic: str = "",
-    ) -> Post: ...
+    def create_post(self, author_id: int, now: float, **fields: Unpack[PostFields]) -> Post:
+        """A new post; the fields not given get the defaults of :class:`Post`."""
+        ...
 
     def get_post(self, post_id: int, include_deleted: bool = False) -> Post | None: ...
 
@@ -145,17 +159,11 @@ class MetadataTx(Protocol):
     def get_media_many(self, media_ids: Sequence[int]) -> dict[int, Media]: ...
 
     def update_media(
-        self,
-        media_id: int,
-        status: MediaStatus,
-        now: float,
-        *,
-        reason: str | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        thumbhash: str | None = None,
-        renditions: Sequence[Rendition] = (),
-    ) -> None: ...
+        self, media_id: int, status: MediaStatus, now: float, **changes: Unpack[MediaChanges]
+    ) -> None:
+        """Sets status and ``updated_at``, and each of ``changes`` that is not None (nor, for
+        ``renditions``, empty)."""
+        ...
 
     def mark_media_for_deletion(self, media_ids: Sequence[int], delete_after: float) -> None: ...
 

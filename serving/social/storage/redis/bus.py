@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from serving.social.domain import Event, Message, event_from_json, event_to_json
+from serving.social.storage.checks import at_least_one
 from serving.social.storage.redis.client import check_prefix, namespace, socket_timeout_s
 
 log = logging.getLogger(__name__)
@@ -42,11 +43,9 @@ class RedisEventBus:
     """
 
     def __init__(self, client: redis.Redis, prefix: str, maxlen: int = 1_000_000) -> None:
-        if int(maxlen) < 1:
-            raise ValueError(f"maxlen must be >= 1, got {maxlen!r}")
         self._client = client
         self.prefix = check_prefix(prefix)
-        self.maxlen = int(maxlen)
+        self.maxlen = at_least_one(maxlen, "maxlen")
         self._bus = namespace(prefix, "bus")
 
     def key(self, stream: str) -> str:

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Sequence
 
 import redis
 
+from serving.social.storage.checks import at_least_one
 from serving.social.storage.redis.client import check_prefix, namespace
 
 #: Keys per script call (and per pipelined command batch). Large enough that the per-call
@@ -59,14 +60,10 @@ class RedisTimelineStore:
     def __init__(
         self, client: redis.Redis, prefix: str, cap: int, *, chunk: int = DEFAULT_CHUNK
     ) -> None:
-        if int(cap) < 1:
-            raise ValueError(f"timeline cap must be >= 1, got {cap!r}")
-        if int(chunk) < 1:
-            raise ValueError(f"chunk must be >= 1, got {chunk!r}")
         self._client = client
         self.prefix = check_prefix(prefix)
-        self.cap = int(cap)
-        self._chunk = int(chunk)
+        self.cap = at_least_one(cap, "timeline cap")
+        self._chunk = at_least_one(chunk, "chunk")
         self._tl = namespace(prefix, "tl")
         self._tlb = namespace(prefix, "tlb")
         self._push_script = client.register_script(_PUSH_LUA)

@@ -1,6 +1,11 @@
-"""SQL storage adapters: the metadata store (SQLite embedded, PostgreSQL in production, one
-schema managed by Alembic) and the embedded mode's SQL versions of the timeline store, story
-cache, key-value cache, rate limiter and event bus.
+"""SQL storage adapters on SQLAlchemy Core: the metadata store (package ``metadata``: SQLite
+embedded, PostgreSQL in production, one schema in ``schema`` managed by Alembic in
+``migrations``, engines and migration in ``engine``) and the embedded mode's SQL versions of
+the timeline store, story cache, key-value cache, rate limiter (``embedded``) and event bus
+(``bus``); ``testing`` makes empty, migrated test databases.
+
+May import :mod:`serving.social.domain`, :mod:`serving.social.storage.interfaces` and
+:mod:`serving.social.storage.checks`; never the Redis adapters, services or the API.
 
 >>> from serving.social.storage.sql import make_engine, migrate, SqlMetadataStore
 """

@@ -1,7 +1,9 @@
-"""Helpers the SQL adapters share: the dialect's ``INSERT .. ON CONFLICT`` and chunked ``IN``."""
+"""Helpers the SQL adapters share: the dialect's ``INSERT .. ON CONFLICT``, chunked ``IN``, and
+the every-n-th-write counter of their periodic clean-ups."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -29,3 +31,23 @@ def chunks(values: Sequence[T], size: int = IN_CHUNK) -> Iterator[list[T]]:
     unique = list(dict.fromkeys(values))
     for start in range(0, len(unique), size):
         yield unique[start : start + size]
+
+
+class EveryNth:
+    """A thread-safe counter of calls that answers True on every ``n``-th one (``n`` below 1
+    counts as 1): when a write should also clean up (trim a stream, purge expired entries).
+
+    >>> due = EveryNth(2)
+    >>> [due(), due(), due(), due()]
+    [False, True, False, True]
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = max(1, int(n))
+        self._calls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            self._calls += 1
+            return self._calls % self.n == 0

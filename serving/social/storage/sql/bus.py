@@ -20,8 +20,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from serving.social.domain import Event, Message, event_from_json, event_to_json
+from serving.social.storage.checks import at_least_one
 from serving.social.storage.sql import schema as s
-from serving.social.storage.sql._util import chunks, upsert_insert
+from serving.social.storage.sql._util import EveryNth, chunks, upsert_insert
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,11 @@ class SqlEventBus:
         maxlen: int = 1_000_000,
         trim_every: int = 1_000,
     ) -> None:
-        if int(maxlen) < 1:
-            raise ValueError(f"maxlen must be >= 1, got {maxlen!r}")
         self.engine = engine
         self._now = now
         self.poll_interval_s = max(0.001, float(poll_interval_s))
-        self.maxlen = int(maxlen)
-        self.trim_every = max(1, int(trim_every))
-        self._publishes = 0
-        self._lock = threading.Lock()
+        self.maxlen = at_least_one(maxlen, "maxlen")
+        self._trim_due = EveryNth(trim_every)
         self._closed = threading.Event()
         self._dialect = engine.dialect.name
 
@@ -67,9 +64,7 @@ class SqlEventBus:
             .values(stream=event.stream, data=event_to_json(event).decode(), created_at=self._now())
             .returning(s.bus_messages.c.id)
         )
-        with self._lock:
-            self._publishes += 1
-            trim = self._publishes % self.trim_every == 0
+        trim = self._trim_due()
         with self.engine.begin() as connection:
             message_id = connection.execute(statement).scalar_one()
             if trim:

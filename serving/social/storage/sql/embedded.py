@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,8 +19,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from serving.social.domain import Story
+from serving.social.storage.checks import at_least_one
 from serving.social.storage.sql import schema as s
-from serving.social.storage.sql._util import chunks, upsert_insert
+from serving.social.storage.sql._util import EveryNth, chunks, upsert_insert
 
 #: Rows per executemany batch of an insert.
 INSERT_BATCH = 5_000
@@ -46,14 +46,10 @@ class SqlTimelineStore:
     def __init__(
         self, engine: Engine, cap: int, *, exact_trim_max: int = 256, trim_every: int = 8
     ) -> None:
-        if int(cap) < 1:
-            raise ValueError(f"timeline cap must be >= 1, got {cap!r}")
-        if int(trim_every) < 1:
-            raise ValueError(f"trim_every must be >= 1, got {trim_every!r}")
         self.engine = engine
-        self.cap = int(cap)
+        self.cap = at_least_one(cap, "timeline cap")
         self.exact_trim_max = int(exact_trim_max)
-        self.trim_every = int(trim_every)
+        self.trim_every = at_least_one(trim_every, "trim_every")
         self._random = random.Random()
         t = s.timeline
         self._trim = sa.delete(t).where(
@@ -275,10 +271,8 @@ class SqlKeyValueCache:
     ) -> None:
         self.engine = engine
         self._now = now
-        self._purge_every = max(1, int(purge_every))
+        self._purge_due = EveryNth(purge_every)
         self._purge_batch = max(1, int(purge_batch))
-        self._sets = 0
-        self._lock = threading.Lock()
 
     def get(self, key: str) -> bytes | None:
         """The value, or None when missing or expired."""
@@ -308,9 +302,7 @@ class SqlKeyValueCache:
             index_elements=["key"],
             set_={"value": statement.excluded.value, "expires_at": statement.excluded.expires_at},
         )
-        with self._lock:
-            self._sets += 1
-            purge = self._sets % self._purge_every == 0
+        purge = self._purge_due()
         with self.engine.begin() as connection:
             connection.execute(statement)
             if purge:

@@ -3,7 +3,9 @@ SQLite (embedded mode) and PostgreSQL (production) alike.
 
 Autoincrement ids are ``BIGINT`` on PostgreSQL (``BIGSERIAL``-like identity) and plain
 ``INTEGER PRIMARY KEY`` rowids on SQLite, so in both a larger id is a newer row. Times are unix
-seconds stored as double precision. JSON columns (media renditions, outbox payloads) are text.
+seconds stored as double precision. JSON columns (media renditions, outbox payloads) are text;
+renditions read and write as :class:`~serving.social.domain.Rendition` tuples
+(:class:`Renditions`).
 
 The tables below ``timeline`` back the embedded adapters of :mod:`.embedded` and :mod:`.bus`;
 production keeps that state in Redis and leaves them empty. Alembic migrations in
@@ -11,6 +13,11 @@ production keeps that state in Redis and leaves them empty. Alembic migrations i
 """
 
 from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -25,7 +32,11 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
 )
+from sqlalchemy.engine import Dialect
+
+from serving.social.domain import Rendition
 
 #: An autoincrementing id: BIGINT on PostgreSQL, INTEGER (the rowid) on SQLite.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -40,6 +51,21 @@ NAMING_CONVENTION = {
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+class Renditions(TypeDecorator[tuple[Rendition, ...]]):
+    """A media item's renditions: a tuple of :class:`~serving.social.domain.Rendition` in
+    Python, compact JSON text (a list of objects) in the database."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Sequence[Rendition] | None, dialect: Dialect) -> str:
+        items = [dataclasses.asdict(rendition) for rendition in value or ()]
+        return json.dumps(items, separators=(",", ":"))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> tuple[Rendition, ...]:
+        return tuple(Rendition(**item) for item in json.loads(value)) if value else ()
+
+
 def _user_fk(name: str, *, nullable: bool = False, primary_key: bool = False) -> Column:
     return Column(
         name,
@@ -47,6 +73,20 @@ def _user_fk(name: str, *, nullable: bool = False, primary_key: bool = False) ->
         ForeignKey("users.id", ondelete="CASCADE"),
         nullable=nullable,
         primary_key=primary_key,
+    )
+
+
+def _pairs(name: str, user: str, other: str, refers_to: str, index: tuple[str, ...]) -> Table:
+    """A set of ``(user, other)`` pairs, the primary key, with the time each was made: ``user``
+    refers to a user, ``other`` to the row ``refers_to`` (who follows or blocks whom, who liked
+    or saved which post), and an index on the columns ``index``."""
+    return Table(
+        name,
+        metadata,
+        _user_fk(user, primary_key=True),
+        Column(other, BigInteger, ForeignKey(refers_to, ondelete="CASCADE"), primary_key=True),
+        Column("created_at", Double, nullable=False),
+        Index(None, *index),
     )
 
 
@@ -73,23 +113,10 @@ tokens = Table(
     Index(None, "user_id"),
 )
 
-follows = Table(
-    "follows",
-    metadata,
-    _user_fk("follower_id", primary_key=True),
-    _user_fk("followee_id", primary_key=True),
-    Column("created_at", Double, nullable=False),
-    Index(None, "followee_id", "follower_id"),
+follows = _pairs(
+    "follows", "follower_id", "followee_id", "users.id", ("followee_id", "follower_id")
 )
-
-blocks = Table(
-    "blocks",
-    metadata,
-    _user_fk("blocker_id", primary_key=True),
-    _user_fk("blocked_id", primary_key=True),
-    Column("created_at", Double, nullable=False),
-    Index(None, "blocked_id", "blocker_id"),
-)
+blocks = _pairs("blocks", "blocker_id", "blocked_id", "users.id", ("blocked_id", "blocker_id"))
 
 media = Table(
     "media",
@@ -106,7 +133,7 @@ media = Table(
     Column("width", Integer, nullable=True),
     Column("height", Integer, nullable=True),
     Column("thumbhash", String(128), nullable=True),
-    Column("renditions", Text, nullable=False),
+    Column("renditions", Renditions, nullable=False),
     Column("delete_after", Double, nullable=True),
     Index(None, "owner_id"),
     Index(None, "delete_after"),
@@ -154,32 +181,8 @@ story_views = Table(
 )
 
 
-def _post_fk() -> Column:
-    return Column(
-        "post_id",
-        BigInteger,
-        ForeignKey("posts.id", ondelete="CASCADE"),
-        primary_key=True,
-    )
-
-
-likes = Table(
-    "likes",
-    metadata,
-    _user_fk("user_id", primary_key=True),
-    _post_fk(),
-    Column("created_at", Double, nullable=False),
-    Index(None, "post_id"),
-)
-
-saves = Table(
-    "saves",
-    metadata,
-    _user_fk("user_id", primary_key=True),
-    _post_fk(),
-    Column("created_at", Double, nullable=False),
-    Index(None, "post_id"),
-)
+likes = _pairs("likes", "user_id", "post_id", "posts.id", ("post_id",))
+saves = _pairs("saves", "user_id", "post_id", "posts.id", ("post_id",))
 
 comments = Table(
     "comments",

@@ -1,0 +1,145 @@
+"""The interaction log the rankers learn from (table ``events``) and the transactional outbox
+(table ``outbox``): appending inside a transaction (:class:`EventsTx`), and reading the log,
+relaying and purging the outbox on the store's engine (:class:`EventLog`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from serving.social.domain import Event, InteractionEvent, event_from_json, event_to_json
+from serving.social.storage.sql import schema as s
+from serving.social.storage.sql._util import chunks
+from serving.social.storage.sql.metadata.base import TxBase, records
+
+
+class EventsTx(TxBase):
+    """The event-log and outbox methods of
+    :class:`~serving.social.storage.interfaces.MetadataTx`."""
+
+    def append_events(self, events: Sequence[InteractionEvent]) -> int:
+        """Appends to the event log, skipping event ids already there; returns rows added."""
+        if not events:
+            return 0
+        rows = [dataclasses.asdict(e) for e in events]
+        for row in rows:
+            del row["seq"]  # assigned by the store
+        statement = (
+            self._insert(s.events)
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(s.events.c.seq)
+        )
+        return len(self._run(statement, rows).all())
+
+    def add_outbox(self, event: Event) -> None:
+        """Queues ``event`` for :meth:`EventLog.relay_outbox` (commits with the transaction)."""
+        self._run(
+            sa.insert(s.outbox).values(
+                event_id=event.id,
+                stream=event.stream,
+                kind=event.kind,
+                payload=event_to_json(event).decode(),
+                ts=event.ts,
+            )
+        )
+
+
+class EventLog:
+    """The :class:`~serving.social.storage.interfaces.MetadataStore` methods that work on the
+    engine itself rather than in one caller's transaction: reading the event log, relaying and
+    purging the outbox."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._relay_lock = threading.Lock()
+
+    def relay_outbox(self, publish: Callable[[Event], object], limit: int = 500) -> int:
+        """Publishes up to ``limit`` unpublished outbox events in ``seq`` order and marks them
+        published; returns the count. If ``publish`` raises, the events published before it
+        are marked, the rest stay for the next relay, and the exception propagates.
+
+        PostgreSQL: the rows are locked ``FOR UPDATE SKIP LOCKED`` while publishing, so relays
+        run side by side without publishing an event twice (short of a crash). SQLite: publishing
+        happens outside any transaction (``publish`` may itself write to this database, e.g. the
+        SQL event bus) and relays of one store take turns; relays in several processes may
+        publish an event twice, which at-least-once delivery allows."""
+        if limit <= 0:
+            return 0
+        o = s.outbox.c
+        select_unpublished = (
+            sa.select(o.seq, o.payload).where(o.published_at.is_(None)).order_by(o.seq).limit(limit)
+        )
+        if self.engine.dialect.name == "postgresql":
+            with self.engine.connect() as connection:
+                locked = select_unpublished.with_for_update(skip_locked=True)
+                rows = connection.execute(locked).all()
+                return _publish_rows(connection, rows, publish)
+        with self._relay_lock:
+            with self.engine.begin() as connection:
+                rows = connection.execute(select_unpublished).all()
+            if not rows:
+                return 0
+            with self.engine.connect() as connection:
+                return _publish_rows(connection, rows, publish)
+
+    def purge_outbox(self, published_before: float, limit: int = 10_000) -> int:
+        """Deletes up to ``limit`` outbox rows published before ``published_before`` (wall-clock
+        unix seconds); returns how many. Unpublished rows are never touched."""
+        o = s.outbox.c
+        old = (
+            sa.select(o.seq)
+            .where(o.published_at.is_not(None), o.published_at < published_before)
+            .order_by(o.seq)
+            .limit(max(0, limit))
+        )
+        with self.engine.begin() as connection:
+            result = connection.execute(sa.delete(s.outbox).where(o.seq.in_(old)))
+            return int(result.rowcount)
+
+    def iter_events(
+        self, after_seq: int = 0, batch: int = 10_000
+    ) -> Iterator[list[InteractionEvent]]:
+        """The event log in ``seq`` order, in batches of at most ``batch`` (one short read
+        transaction per batch)."""
+        e = s.events.c
+        last = after_seq
+        while True:
+            with self.engine.begin() as connection:
+                rows = connection.execute(
+                    sa.select(s.events).where(e.seq > last).order_by(e.seq).limit(max(1, batch))
+                ).all()
+            if not rows:
+                return
+            last = rows[-1].seq
+            yield records(InteractionEvent, rows)
+
+
+def _publish_rows(
+    connection: sa.Connection, rows: Sequence[Any], publish: Callable[[Event], object]
+) -> int:
+    """Publishes ``rows`` in order, stopping at the first failure, marks those published and
+    commits (also on failure, whose exception is then re-raised)."""
+    done: list[int] = []
+    error: BaseException | None = None
+    for seq, payload in rows:
+        try:
+            publish(event_from_json(payload))
+        except BaseException as raised:
+            error = raised
+            break
+        done.append(seq)
+    published_at = time.time()
+    for chunk in chunks(done):
+        connection.execute(
+            sa.update(s.outbox).where(s.outbox.c.seq.in_(chunk)).values(published_at=published_at)
+        )
+    connection.commit()
+    if error is not None:
+        raise error
+    return len(done)
