@@ -70,3 +70,23 @@ def test_backend_runs_without_loading_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
+
+
+def test_no_module_over_600_lines_outside_migrations() -> None:
+    long = [
+        f"{path.relative_to(ROOT)}: {n} lines"
+        for top in ("recsys", "serving", "pipelines")
+        for path in (ROOT / top).rglob("*.py")
+        if "migrations" not in path.parts and (n := len(path.read_text().splitlines())) > 600
+    ]
+    assert not long, long
+
+
+def test_every_package_says_what_lives_there() -> None:
+    bare = [
+        str(init.relative_to(ROOT))
+        for top in ("recsys", "serving", "pipelines")
+        for init in (ROOT / top).rglob("__init__.py")
+        if len(ast.get_docstring(ast.parse(init.read_text())) or "") < 40
+    ]
+    assert not bare, bare

@@ -15,6 +15,8 @@ from hydra.core.global_hydra import GlobalHydra
 from recsys.cli.main import main
 from recsys.retrieval.index import VectorIndex
 
+LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_runs"
+
 DATA = [
     "data.source.config.n_users=600",
     "data.source.config.n_authors=60",
@@ -46,9 +48,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "train",
             "experiment=two_tower_social_tiny",
             *DATA,
-            "retrieval.trainer.epochs=2",
+            "trainer.max_epochs=2",
             "retrieval.baselines.als.iterations=1",
-            "retrieval.indexes=[{kind: flat}]",
+            "retrieval/indexes=flat",
             f"hydra.run.dir={out['retrieval']}",
         ]
     )
@@ -196,3 +198,36 @@ def test_explore_refuses_runs_on_different_data(
     args = explore_args(runs, tmp_path, f"explore.ranker_run={other}")
     err = _fails(args, capsys)
     assert "different data" in err and "n_posts" in err
+
+
+def _as_legacy(run_dir: Path, name: str, dest: Path, runs: dict[str, Path]) -> Path:
+    """A copy of ``run_dir`` whose config.resolved.yaml is the old-format one of ``name``,
+    with this module's data settings (so the rebuilt data matches the trained model)."""
+    import shutil
+
+    import yaml
+
+    shutil.copytree(run_dir, dest)
+    cfg = yaml.safe_load(
+        (LEGACY / f"{name}.yaml")
+        .read_text()
+        .replace("@DATA_ROOT@", str(runs["base"] / "data_root"))
+        .replace("@OUTPUT_ROOT@", str(runs["base"] / "outputs"))
+    )
+    for item in DATA:
+        key, value = item.split("=")
+        if key.startswith("data.source.config."):
+            cfg["data"]["source"]["config"][key.rsplit(".", 1)[1]] = int(value)
+    (dest / "config.resolved.yaml").write_text(yaml.safe_dump(cfg))
+    return dest
+
+
+def test_explore_opens_runs_written_before_the_config_groups(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = {
+        "ranker": _as_legacy(runs["ranker"], "multitask_social_tiny", tmp_path / "mt", runs),
+        "retrieval": _as_legacy(runs["retrieval"], "two_tower_social_tiny", tmp_path / "tt", runs),
+    }
+    run(explore_args(old, tmp_path, "explore.n_users=1", "explore.index=flat"))
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("explore: ")
