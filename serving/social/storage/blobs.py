@@ -52,22 +52,35 @@ class LocalBlobStore:
             raise error(f"invalid blob key {str(key)[:80]!r}: expected 64 lowercase hex characters")
         return self._file(key)
 
-    def _write(self, key: str, copy: Callable[[BinaryIO], object]) -> str:
-        """Writes a blob with ``copy(fileobj)`` into a temporary file, then moves it to ``key``."""
-        target = self._file(key)
-        if target.is_file():
-            return key
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=target.parent)
+    def _temporary(self, folder: Path, copy: Callable[[BinaryIO], object]) -> Path:
+        """A complete, fsynced, world-readable temporary file in ``folder`` written by
+        ``copy(fileobj)``; removed again if writing fails."""
+        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=folder)
         try:
             with os.fdopen(fd, "wb") as handle:
                 copy(handle)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.chmod(tmp_name, 0o644)
-            os.replace(tmp_name, target)
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return Path(tmp_name)
+
+    def _place(self, temporary: Path, key: str) -> str:
+        """Moves ``temporary`` to the blob ``key`` (dropping it if the key is already stored).
+
+        The temporary file lives under ``root``, on the same file system as the target, so the
+        rename is atomic."""
+        target = self._file(key)
+        try:
+            if target.is_file():
+                temporary.unlink()
+                return key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temporary, target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
             raise
         _fsync_dir(target.parent)
         return key
@@ -78,7 +91,11 @@ class LocalBlobStore:
         """Stores ``data`` and returns its key (the SHA-256 hex digest)."""
         data = bytes(data)
         key = hashlib.sha256(data).hexdigest()
-        return self._write(key, lambda handle: handle.write(data))
+        target = self._file(key)
+        if target.is_file():
+            return key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return self._place(self._temporary(target.parent, lambda out: out.write(data)), key)
 
     def put_file(self, path: Path) -> str:
         """Stores a copy of the file at ``path`` (hashed while streaming) and returns its key.
@@ -86,28 +103,10 @@ class LocalBlobStore:
         The file is copied into a temporary file in the store's root first (hashing as it
         goes), then moved into its content-addressed place, so it is read once.
         """
-        source = Path(path)
         digest = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=self.root)
-        try:
-            with open(source, "rb") as src, os.fdopen(fd, "wb") as dst:
-                _copy_hashing(src, dst, digest)
-                dst.flush()
-                os.fsync(dst.fileno())
-            key = digest.hexdigest()
-            target = self._file(key)
-            if target.is_file():
-                os.unlink(tmp_name)
-                return key
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(tmp_name, 0o644)
-            # root and target are on the same file system: the rename is atomic.
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
-        _fsync_dir(target.parent)
-        return key
+        with open(Path(path), "rb") as source:
+            temporary = self._temporary(self.root, lambda out: _copy_hashing(source, out, digest))
+        return self._place(temporary, digest.hexdigest())
 
     def get(self, key: str) -> bytes:
         """The blob's bytes; raises :class:`NotFound` for an unknown or malformed key."""
