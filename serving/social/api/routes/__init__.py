@@ -3,9 +3,11 @@
 ``feed``, ``interactions`` and ``stories``. :data:`ROUTERS` is the order the app includes them
 in (the order of the OpenAPI paths and tags).
 
-A route module imports :mod:`serving.social.api.deps` (its dependencies), the backend, the
-domain and the settings; route modules never import each other or the app, and hold no rules
-of their own: each route checks the request's shape and calls one service method.
+A route module may import :mod:`serving.social.api.deps` (its dependencies), the services'
+types (the route tables name service methods), the domain and :mod:`serving.social.media`;
+route modules never import each other or :mod:`serving.social.api.app` (import-linter
+contracts). They hold no business rules: a route checks the request (its shape, an upload's
+size), calls one service method, and shapes the HTTP answer (status, headers, blob caching).
 """
 
 from __future__ import annotations
