@@ -296,6 +296,16 @@ def output_size(width: int, height: int, max_short_side: int) -> tuple[int, int]
     return max(2, int(w) // 2 * 2), max(2, int(h) // 2 * 2)
 
 
+def _ffmpeg_input(settings: MediaSettings, src: Path, seek: Sequence[str] = ()) -> list[str]:
+    """The start of every transcode: ffmpeg, quiet and non-interactive, overwriting, reading
+    ``src`` (after the input options ``seek``), keeping its first video stream only and none
+    of its container metadata."""
+    return [
+        settings.ffmpeg, "-hide_banner", "-nostdin", "-y", *seek, "-i", str(src),
+        "-map", "0:v:0", "-map_metadata", "-1",
+    ]  # fmt: skip
+
+
 def _video_filter(width: int, height: int) -> str:
     return f"scale={width}:{height}:flags=bicubic,setsar=1,format=yuv420p"
 
@@ -309,16 +319,7 @@ def _encode_args(
     has_audio: bool,
 ) -> list[str]:
     args = [
-        settings.ffmpeg,
-        "-hide_banner",
-        "-nostdin",
-        "-y",
-        "-i",
-        str(src),
-        "-map",
-        "0:v:0",
-        "-map_metadata",
-        "-1",
+        *_ffmpeg_input(settings, src),
         "-map_chapters",
         "-1",
         "-vf",
@@ -358,18 +359,7 @@ def _poster(
     """Writes one JPEG frame: a little into the video (past a black first frame), else the first."""
     for at in (min(1.0, duration / 3), 0.0):
         args = [
-            settings.ffmpeg,
-            "-hide_banner",
-            "-nostdin",
-            "-y",
-            "-ss",
-            f"{at:.3f}",
-            "-i",
-            str(src),
-            "-map",
-            "0:v:0",
-            "-map_metadata",
-            "-1",
+            *_ffmpeg_input(settings, src, seek=["-ss", f"{at:.3f}"]),
             "-frames:v",
             "1",
             "-vf",

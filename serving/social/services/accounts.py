@@ -9,11 +9,15 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from serving.social.cachekeys import graph_key
 from serving.social.context import Context
-from serving.social.domain import BadRequest, Conflict, Event, NotFound, Unauthorized, User
+from serving.social.domain import BadRequest, Conflict, Event, Unauthorized, User
+from serving.social.services.shared import existing_user
+from serving.social.storage.interfaces import MetadataTx
 
 USERNAME = re.compile(r"^[a-z0-9_]{3,30}$")
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
@@ -102,7 +106,7 @@ class AccountService:
             tx.touch_user(user.id, now)
         return Session(user, token, expires)
 
-    def _new_token(self, tx, user_id: int, now: float) -> tuple[str, float]:
+    def _new_token(self, tx: MetadataTx, user_id: int, now: float) -> tuple[str, float]:
         token = secrets.token_urlsafe(32)
         expires = now + self.ctx.settings.auth.token_ttl_days * 86_400
         tx.add_token(user_id, token_hash(token), now, expires)
@@ -126,9 +130,7 @@ class AccountService:
 
     def profile(self, user_id: int) -> dict[str, object]:
         with self.ctx.storage.metadata.transaction() as tx:
-            user = tx.get_user(user_id)
-            if user is None:
-                raise NotFound(f"user {user_id} not found", field="user_id")
+            user = existing_user(tx, user_id)
             return {
                 "id": user.id,
                 "username": user.username,
@@ -139,56 +141,55 @@ class AccountService:
 
     # --- graph --------------------------------------------------------------------------------
 
-    def _event(self, kind: str, **payload: int) -> Event:
-        return Event(stream="graph", kind=kind, payload=payload, ts=self.ctx.clock.now())
+    def _emit(self, tx: MetadataTx, changed: bool, kind: str, **payload: int) -> None:
+        """Puts the graph event ``kind`` in the outbox when the graph ``changed``."""
+        if changed:
+            event = Event(stream="graph", kind=kind, payload=payload, ts=self.ctx.clock.now())
+            tx.add_outbox(event)
+
+    @staticmethod
+    def _other_user(tx: MetadataTx, user_id: int, other_id: int, verb: str) -> None:
+        """Checks that ``user_id`` may ``verb`` ``other_id``: not themselves (400), and a user
+        that exists (404)."""
+        if user_id == other_id:
+            raise BadRequest(f"cannot {verb} yourself", field="user_id")
+        existing_user(tx, other_id)
+
+    @contextmanager
+    def _graph_transaction(self, *user_ids: int) -> Iterator[MetadataTx]:
+        """A transaction that changes the graph of ``user_ids``: once it commits, the feed's
+        cached follow graph of these users is dropped."""
+        with self.ctx.storage.metadata.transaction() as tx:
+            yield tx
+        for user_id in user_ids:
+            self.ctx.storage.cache.delete(graph_key(user_id))
 
     def follow(self, follower_id: int, followee_id: int) -> bool:
         """True if the follow is new. Backfill happens in the fanout worker."""
-        if follower_id == followee_id:
-            raise BadRequest("cannot follow yourself", field="user_id")
-        with self.ctx.storage.metadata.transaction() as tx:
-            if tx.get_user(followee_id) is None:
-                raise NotFound(f"user {followee_id} not found", field="user_id")
+        with self._graph_transaction(follower_id) as tx:
+            self._other_user(tx, follower_id, followee_id, "follow")
             if followee_id in tx.blocked_either_way(follower_id):
                 raise Conflict("cannot follow: one of you blocked the other", field="user_id")
             created = tx.add_follow(follower_id, followee_id, self.ctx.clock.now())
-            if created:
-                event = self._event("follow.created", follower=follower_id, followee=followee_id)
-                tx.add_outbox(event)
-        self._graph_changed(follower_id)
+            self._emit(tx, created, "follow.created", follower=follower_id, followee=followee_id)
         return created
 
     def unfollow(self, follower_id: int, followee_id: int) -> bool:
-        with self.ctx.storage.metadata.transaction() as tx:
+        with self._graph_transaction(follower_id) as tx:
             removed = tx.remove_follow(follower_id, followee_id)
-            if removed:
-                event = self._event("follow.removed", follower=follower_id, followee=followee_id)
-                tx.add_outbox(event)
-        self._graph_changed(follower_id)
+            self._emit(tx, removed, "follow.removed", follower=follower_id, followee=followee_id)
         return removed
 
     def block(self, blocker_id: int, blocked_id: int) -> bool:
         """Blocks and removes the follows in both directions (their posts leave both feeds)."""
-        if blocker_id == blocked_id:
-            raise BadRequest("cannot block yourself", field="user_id")
-        with self.ctx.storage.metadata.transaction() as tx:
-            if tx.get_user(blocked_id) is None:
-                raise NotFound(f"user {blocked_id} not found", field="user_id")
+        with self._graph_transaction(blocker_id, blocked_id) as tx:
+            self._other_user(tx, blocker_id, blocked_id, "block")
             created = tx.add_block(blocker_id, blocked_id, self.ctx.clock.now())
             tx.remove_follow(blocker_id, blocked_id)
             tx.remove_follow(blocked_id, blocker_id)
-            if created:
-                tx.add_outbox(self._event("block.created", blocker=blocker_id, blocked=blocked_id))
-        self._graph_changed(blocker_id, blocked_id)
+            self._emit(tx, created, "block.created", blocker=blocker_id, blocked=blocked_id)
         return created
 
     def unblock(self, blocker_id: int, blocked_id: int) -> bool:
-        with self.ctx.storage.metadata.transaction() as tx:
-            removed = tx.remove_block(blocker_id, blocked_id)
-        self._graph_changed(blocker_id, blocked_id)
-        return removed
-
-    def _graph_changed(self, *user_ids: int) -> None:
-        """Drops the feed's cached follow graph of these users (after the commit)."""
-        for user_id in user_ids:
-            self.ctx.storage.cache.delete(graph_key(user_id))
+        with self._graph_transaction(blocker_id, blocked_id) as tx:
+            return tx.remove_block(blocker_id, blocked_id)

@@ -25,8 +25,9 @@ from typing import Any
 
 from serving.social.cachekeys import GRAPH_TTL_S, graph_key
 from serving.social.context import Context
-from serving.social.domain import MAX_ID, BadRequest, CursorExpired, NotFound, Post
+from serving.social.domain import MAX_ID, BadRequest, CursorExpired, Post
 from serving.social.ranking import Candidate, RankingClient
+from serving.social.services.shared import existing_user
 from serving.social.views import post_views
 
 # Re-touching ``last_active_at`` on every read would make each read a write; once an hour is
@@ -115,9 +116,7 @@ class FeedService:
     def _graph_from_db(self, user_id: int, now: float) -> tuple[_Graph, bool]:
         fanout = self.ctx.settings.fanout
         with self.ctx.storage.metadata.transaction() as tx:
-            user = tx.get_user(user_id)
-            if user is None:
-                raise NotFound(f"user {user_id} not found", field="user_id")
+            user = existing_user(tx, user_id)
             came_back = user.last_active_at < now - fanout.inactive_after_days * 86_400
             if now - user.last_active_at >= TOUCH_EVERY_S:
                 tx.touch_user(user_id, now)

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from serving.social.context import Context
-from serving.social.domain import MAX_ID, BadRequest, InteractionEvent, NotFound, Post
-from serving.social.storage.interfaces import MetadataTx
+from serving.social.domain import MAX_ID, BadRequest, InteractionEvent, Post
+from serving.social.services.shared import visible_post
 
 MAX_COMMENT = 1_000
 MAX_IMPRESSIONS = 500
@@ -42,7 +42,7 @@ class InteractionService:
     def share(self, user_id: int, post_id: int) -> dict[str, Any]:
         now = self.ctx.clock.now()
         with self.ctx.storage.metadata.transaction() as tx:
-            post = self._post(tx, user_id, post_id)
+            post = visible_post(tx, user_id, post_id)
             tx.append_events([self._event("share", user_id, post, now)])
         return {"post_id": post_id, "shared": True}
 
@@ -54,7 +54,7 @@ class InteractionService:
             raise BadRequest(f"comment longer than {MAX_COMMENT} characters", field="text")
         now = self.ctx.clock.now()
         with self.ctx.storage.metadata.transaction() as tx:
-            post = self._post(tx, user_id, post_id)
+            post = visible_post(tx, user_id, post_id)
             comment = tx.add_comment(user_id, post_id, text, now)
             tx.append_events([self._event("comment", user_id, post, now)])
             return {
@@ -71,7 +71,7 @@ class InteractionService:
         if not 1 <= limit <= 100:
             raise BadRequest("limit must be between 1 and 100", field="limit")
         with self.ctx.storage.metadata.transaction() as tx:
-            self._post(tx, viewer_id, post_id)
+            visible_post(tx, viewer_id, post_id)
             rows = tx.comments(post_id, after_id, limit + 1)
             blocked = tx.blocked_either_way(viewer_id)
         page = rows[:limit]
@@ -145,7 +145,7 @@ class InteractionService:
     def _toggle(self, user_id: int, post_id: int, kind: str, *, add: bool) -> dict[str, Any]:
         now = self.ctx.clock.now()
         with self.ctx.storage.metadata.transaction() as tx:
-            post = self._post(tx, user_id, post_id)
+            post = visible_post(tx, user_id, post_id)
             if kind == "like":
                 changed = (
                     tx.add_like(user_id, post_id, now) if add else tx.remove_like(user_id, post_id)
@@ -158,13 +158,6 @@ class InteractionService:
                 tx.append_events([self._event(kind, user_id, post, now)])
             counts = tx.post_counts([post_id]).get(post_id, {})
         return {"post_id": post_id, f"{kind}d": add, "changed": changed, "counts": counts}
-
-    @staticmethod
-    def _post(tx: MetadataTx, user_id: int, post_id: int) -> Post:
-        post = tx.get_post(post_id)
-        if post is None or post.author_id in tx.blocked_either_way(user_id):
-            raise NotFound(f"post {post_id} not found", field="post_id")
-        return post
 
     @staticmethod
     def _event(kind: str, user_id: int, post: Post, now: float) -> InteractionEvent:

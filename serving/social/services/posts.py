@@ -10,8 +10,13 @@ import re
 from typing import Any
 
 from serving.social.context import Context
-from serving.social.domain import BadRequest, Event, Forbidden, NotFound, Post
-from serving.social.services.shared import owned_ready_media
+from serving.social.domain import BadRequest, Event, NotFound, Post
+from serving.social.services.shared import (
+    authored_by,
+    existing_user,
+    owned_ready_media,
+    visible_post,
+)
 from serving.social.views import post_views
 
 MAX_CAPTION = 2_200
@@ -61,11 +66,9 @@ class PostService:
         every read filters deleted posts out meanwhile."""
         now = self.ctx.clock.now()
         with self.ctx.storage.metadata.transaction() as tx:
-            post = tx.get_post(post_id)
-            if post is None:
-                raise NotFound(f"post {post_id} not found", field="post_id")
-            if post.author_id != user_id:
-                raise Forbidden("only the author can delete a post", field="post_id")
+            authored_by(
+                tx.get_post(post_id), user_id, "post", post_id, "only the author can delete a post"
+            )
             if tx.delete_post(post_id, now):
                 tx.add_outbox(
                     Event(
@@ -78,18 +81,14 @@ class PostService:
 
     def get(self, viewer_id: int, post_id: int) -> dict[str, Any]:
         with self.ctx.storage.metadata.transaction() as tx:
-            post = tx.get_post(post_id)
-            if post is None or post.author_id in tx.blocked_either_way(viewer_id):
-                raise NotFound(f"post {post_id} not found", field="post_id")
-            return post_views(tx, [post])[0]
+            return post_views(tx, [visible_post(tx, viewer_id, post_id)])[0]
 
     def by_author(
         self, viewer_id: int, author_id: int, limit: int, before_id: int | None = None
     ) -> dict[str, Any]:
         """An author's live posts, newest first, with a keyset cursor (the last post id)."""
         with self.ctx.storage.metadata.transaction() as tx:
-            if tx.get_user(author_id) is None:
-                raise NotFound(f"user {author_id} not found", field="user_id")
+            existing_user(tx, author_id)
             if author_id in tx.blocked_either_way(viewer_id):
                 raise NotFound(f"user {author_id} not found", field="user_id")
             posts: list[Post] = tx.recent_posts([author_id], limit + 1, before_id=before_id)

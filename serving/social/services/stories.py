@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from serving.social.context import Context
-from serving.social.domain import Event, Forbidden, NotFound, Story
-from serving.social.services.shared import owned_ready_media
+from serving.social.domain import Event, NotFound, Story
+from serving.social.services.shared import authored_by, owned_ready_media
 from serving.social.views import media_view
 
 STREAM = "stories"
@@ -98,11 +98,8 @@ class StoryService:
     def viewers(self, user_id: int, story_id: int) -> dict[str, Any]:
         """The viewers of the caller's own story (also after it expired), earliest first."""
         with self.ctx.storage.metadata.transaction() as tx:
-            story = tx.get_story(story_id)
-            if story is None:
-                raise NotFound(f"story {story_id} not found", field="story_id")
-            if story.author_id != user_id:
-                raise Forbidden("only the author sees who viewed a story", field="story_id")
+            forbidden = "only the author sees who viewed a story"
+            authored_by(tx.get_story(story_id), user_id, "story", story_id, forbidden)
             rows = tx.story_viewers(story_id)
             users = tx.get_users([v for v, _ in rows])
         return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from serving.social.api import create_app
@@ -58,7 +59,8 @@ def test_profiles_and_graph_errors(api) -> None:
 
 def _write_routes(app) -> list[tuple[str, str]]:
     routes = []
-    for route in app.routes:
+    # The routers are included, so the app's routes are a tree: walk its flattened routes.
+    for route in iter_route_contexts(app.routes):
         for method in getattr(route, "methods", set()) & {"POST", "PUT", "DELETE", "PATCH"}:
             if route.path not in ("/v1/auth/register", "/v1/auth/login"):
                 routes.append((method, re.sub(r"\{[^}]+\}", "1", route.path)))

@@ -1,0 +1,117 @@
+"""The shared FastAPI dependencies of every router: the one place a route gets what it needs.
+
+- :data:`BackendDep`: the :class:`~serving.social.backend.Backend` the app was built over (the
+  services container), looked up on ``request.app.state``;
+- :func:`current_user`: the user id behind ``Authorization: Bearer <token>``;
+  :data:`Reader`, :data:`Writer` and :data:`Uploader` are that user after a token from the
+  ``reads``, ``writes`` or ``uploads`` bucket (429 with ``Retry-After`` when it is empty), and
+  :func:`auth_limited` limits registration and login per client address (bucket ``auth``);
+- :data:`Id` (a path id) and the pagination parameters :data:`PageLimit`,
+  :data:`BeforeIdCursor`, :data:`OffsetCursor`, :data:`FeedLimit` and :data:`FeedCursor`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Annotated, Literal
+
+from fastapi import Depends, Header, Path, Query, Request
+
+from serving.social.backend import Backend
+from serving.social.domain import MAX_ID, RateLimited, Unauthorized
+
+__all__ = [
+    "BackendDep",
+    "BeforeIdCursor",
+    "FeedCursor",
+    "FeedLimit",
+    "Id",
+    "OffsetCursor",
+    "PageLimit",
+    "Reader",
+    "Uploader",
+    "Writer",
+    "auth_limited",
+    "bearer_token",
+    "current_user",
+    "get_backend",
+]
+
+#: A path id: a positive integer that fits the databases' BIGINT (larger ones are a 422, not a
+#: driver overflow).
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+#: Page size of a listing (an author's posts, a post's comments).
+PageLimit = Annotated[int, Query(ge=1, le=100)]
+#: Keyset cursor: the last id of the previous page (an author's posts); absent on page one.
+BeforeIdCursor = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+#: Cursor that counts from 0 (a post's comments).
+OffsetCursor = Annotated[int, Query(ge=0, le=MAX_ID)]
+#: Page size of the home feed (its upper bound and default are ``feed.*`` settings).
+FeedLimit = Annotated[int | None, Query(ge=1)]
+#: The feed's opaque cursor, as the previous page returned it.
+FeedCursor = Annotated[str | None, Query(max_length=200)]
+
+
+#: The rate-limit buckets (``rate_limits.<bucket>`` settings).
+Bucket = Literal["reads", "writes", "uploads", "auth"]
+
+
+def get_backend(request: Request) -> Backend:
+    """The backend (storage, services, settings) that serves this app."""
+    return request.app.state.backend
+
+
+BackendDep = Annotated[Backend, Depends(get_backend)]
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` header value ('' when there is none)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> int:
+    """The user id of the request's bearer token; 401 when it is missing, malformed, unknown or
+    expired."""
+    token = bearer_token(authorization)
+    if not token:
+        raise Unauthorized("missing or malformed Authorization: Bearer <token> header")
+    return get_backend(request).accounts.authenticate(token)
+
+
+def _take_token(backend: Backend, bucket: Bucket, key: str) -> None:
+    """Takes one token from rate-limit ``bucket`` of ``key``; 429 when it is empty."""
+    settings = backend.settings.rate_limits
+    if not settings.enabled:
+        return
+    config = getattr(settings, bucket)
+    wait = backend.storage.limiter.acquire(
+        f"{bucket}:{key}", config.capacity, config.refill_per_s, backend.ctx.clock.now()
+    )
+    if wait > 0:
+        raise RateLimited(
+            f"too many {bucket} requests; retry in {math.ceil(wait)} s", retry_after=wait
+        )
+
+
+def _limited(bucket: Bucket) -> Callable[[Request, int], int]:
+    """A dependency: the current user, after a token from their ``bucket``."""
+
+    def dependency(request: Request, user_id: Annotated[int, Depends(current_user)]) -> int:
+        _take_token(get_backend(request), bucket, str(user_id))
+        return user_id
+
+    return dependency
+
+
+def auth_limited(request: Request) -> None:
+    """Limits registration and login per client address (bucket ``auth``)."""
+    client = request.client.host if request.client else "unknown"
+    _take_token(get_backend(request), "auth", client)
+
+
+Writer = Annotated[int, Depends(_limited("writes"))]
+Reader = Annotated[int, Depends(_limited("reads"))]
+Uploader = Annotated[int, Depends(_limited("uploads"))]
