@@ -6,7 +6,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["closing_lines", "ranking_lines", "retrieval_lines", "run_lines", "task_metrics_text"]
+__all__ = [
+    "closing_lines",
+    "ranking_lines",
+    "retrieval_lines",
+    "retrieval_text",
+    "run_lines",
+    "task_metrics_text",
+]
 
 METRICS = ("auc", "logloss", "ne", "calibration")
 

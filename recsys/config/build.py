@@ -39,11 +39,6 @@ from recsys.types import FeatureSpec
 PREPARED_FORMAT_VERSION = 1
 
 
-def to_plain(node: Any) -> Any:
-    """A config node as plain dicts and lists (resolved); anything else as it is."""
-    return _container(node)
-
-
 def _container(node: Any) -> Any:
     return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else node
 

@@ -172,7 +172,7 @@ def kind_configs(
     }
     for v in values.values():
         v.pop("name", None)
-    return index_configs(values, "index.options")
+    return index_configs(values, "index")
 
 
 def index_request(cfg: DictConfig) -> IndexRequest:

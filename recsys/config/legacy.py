@@ -28,12 +28,19 @@ _LOSS_KEYS = (
     "remove_accidental_hits",
     "frequency_alpha",
 )
-_TRAINER_KEYS = {"batch_size": "batch_size", "epochs": "max_epochs", "max_steps": "max_steps"}
-_TRAINER_KEYS |= {"grad_clip_norm": "grad_clip_norm", "schedule": "schedule", "device": "device"}
-_TRAINER_KEYS |= {"progress": "progress"}
-_KNOWN_TRAINER = set(_TRAINER_KEYS) | set(_LOSS_KEYS)
-_KNOWN_TRAINER |= {"lr", "weight_decay", "sparse_optimizer", "loss", "seed"}
-_MODEL_KEYS = ("embedding_dim", "per_table")
+# format-1 retrieval.trainer key -> format-2 trainer key
+_TRAINER_KEYS = {
+    "batch_size": "batch_size",
+    "epochs": "max_epochs",
+    "max_steps": "max_steps",
+    "grad_clip_norm": "grad_clip_norm",
+    "schedule": "schedule",
+    "device": "device",
+    "progress": "progress",
+}
+# ... and the keys that went to optimizer, sparse_optimizer, retrieval.loss or seed
+_KNOWN_TRAINER = {*_TRAINER_KEYS, *_LOSS_KEYS, "lr", "weight_decay", "sparse_optimizer"}
+_KNOWN_TRAINER |= {"loss", "seed"}
 
 
 def is_legacy(raw: dict[str, Any]) -> bool:

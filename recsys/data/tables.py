@@ -152,17 +152,6 @@ class TrainingPairs:
         items = catalog.take(ids)
         return RetrievalBatch(users.dense, users.sparse, items.dense, items.sparse, ids)
 
-    def batches(
-        self, catalog: FeatureTable, batch_size: int, generator: torch.Generator | None
-    ) -> Iterator[RetrievalBatch]:
-        """Shuffled (when ``generator`` is given) batches of ``batch_size`` (the last may be
-        smaller)."""
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if generator is not None else None
-        for start in range(0, n, batch_size):
-            rows = torch.arange(start, min(start + batch_size, n))
-            yield self.batch(rows if order is None else order[rows], catalog)
-
 
 class PairBatches:
     """Epochs of :class:`TrainingPairs` batches for the training loop.

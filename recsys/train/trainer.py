@@ -297,7 +297,8 @@ class Trainer:
             raise ValueError(
                 f"the checkpoint is of a {task['kind']} run; this run trains {self.task.kind}"
             )
-        self.task.load_state_dict(task["state"]) if task["state"] else None
+        if task["state"]:
+            self.task.load_state_dict(task["state"])
         self.state = loop_state_from_dict(payload["loop"])
         total, count = self.state.partial_epoch_loss or (0.0, 0)
         self._epoch_loss.fill_(float(total))

@@ -129,17 +129,26 @@ class RetrievalTask:
         self.seed = seed
         self.encode_batch_size = encode_batch_size
         self.num_items = len(catalog)
-        self.hits = 0
-        self.to(device or torch.device("cpu"))
-
-    def to(self, device: torch.device) -> None:
-        self.device = torch.device(device)
+        self.device = torch.device(device or "cpu")
         self.catalog = self.items.to(self.device)
         self.estimator = StreamingFrequencyEstimator(
             self.num_items, self.loss.frequency_alpha, device=self.device
         )
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(self.seed + 1)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed + 1)
+        self.hits = torch.zeros((), dtype=torch.long, device=self.device)
+
+    def to(self, device: torch.device) -> None:
+        """Moves the catalog, the estimator and the hit count to ``device``. A generator cannot
+        change device: on a new device the sampler restarts from its seed (call this before
+        training or loading a checkpoint, as the trainer does)."""
+        device = torch.device(device)
+        if device == self.device:
+            return
+        self.device = device
+        self.catalog = self.items.to(device)
+        self.estimator.to(device)
+        self.hits = self.hits.to(device)
+        self.generator = torch.Generator(device=device).manual_seed(self.seed + 1)
 
     # -- training ------------------------------------------------------------------------------
     def training_loss(self, model: nn.Module, batch: RetrievalBatch) -> torch.Tensor:
@@ -162,7 +171,7 @@ class RetrievalTask:
             accidental_hit_mask(pos_ids, cand_ids) if self.loss.remove_accidental_hits else None
         )
         if hit_mask is not None:
-            self.hits += int(hit_mask.sum())
+            self.hits += hit_mask.sum()  # stays on the device: no sync per step
         temperature = model.temperature
         if self.loss.kind == "bce":
             return pointwise_bce_loss(user_vecs, item_vecs, pos_index, temperature, hit_mask)
@@ -204,7 +213,7 @@ class RetrievalTask:
                 "weight": e.weight.cpu(),
             },
             "generator": self.generator.get_state(),
-            "hits": self.hits,
+            "hits": int(self.hits),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -219,7 +228,10 @@ class RetrievalTask:
         e.gap_sum = saved["gap_sum"].to(self.device)
         e.weight = saved["weight"].to(self.device)
         self.generator.set_state(state["generator"])
-        self.hits = int(state["hits"])
+        self.hits.fill_(int(state["hits"]))
 
     def stats(self, model: nn.Module) -> dict[str, Any]:
-        return {"temperature": float(model.temperature.detach()), "accidental_hits": self.hits}
+        return {
+            "temperature": float(model.temperature.detach()),
+            "accidental_hits": int(self.hits),
+        }
