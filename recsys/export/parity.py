@@ -100,10 +100,11 @@ def ranker_parity(
             if batch.dense.shape[1]:
                 feeds["dense"] = batch.dense.numpy()
             got = onnx_session.run(list(tasks), feeds)
+            keep = len(batch) if max_rows is None else min(len(batch), max_rows - rows)
             for t, task in enumerate(tasks):
-                diff = float(np.abs(got[t] - eager[:, t]).max(initial=0.0))
+                diff = float(np.abs(got[t][:keep] - eager[:keep, t]).max(initial=0.0))
                 worst[task] = max(worst[task], diff)
-            rows += len(batch)
+            rows += keep
     return ParityReport(split, rows, worst, tolerance)
 
 

@@ -154,6 +154,8 @@ def log_export(
     import onnx
 
     mlflow.set_tracking_uri(tracking_uri)
+    # the run's own experiment (another may be active in this process, e.g. after a train)
+    mlflow.set_experiment(experiment_id=mlflow.get_run(run_id).info.experiment_id)
     registered: dict[str, str] = {}
     quiet = logging.getLogger("mlflow")
     level = quiet.level

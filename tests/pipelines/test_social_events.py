@@ -475,7 +475,6 @@ def test_a_model_trains_on_the_export(
                 "experiment=multitask_social_tiny",
                 "data=social_events",
                 f"data.path={out}",
-                "~data.source.config",  # the tiny experiment sizes the synthetic generator
                 "tracking.enabled=false",
                 "trainer.max_epochs=10",
                 "optimizer.lr=0.01",
