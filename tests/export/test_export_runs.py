@@ -145,7 +145,7 @@ def test_a_changed_model_file_or_format_refuses_to_load(
     with pytest.raises(ManifestError, match="sparse features"):
         load_manifest(export)
     (export / MANIFEST).unlink()
-    with pytest.raises(ManifestError, match="no manifest.json"):
+    with pytest.raises(ManifestError, match=r"no manifest\.json"):
         load_manifest(export)
 
 
