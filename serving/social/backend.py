@@ -57,8 +57,9 @@ def build_backend(
 ) -> Backend:
     """Services over already-open storage (tests inject storage, clock and ranker)."""
     ctx = Context(storage=storage, settings=settings, clock=clock or SystemClock())
+    r = settings.ranker
     ranking = ranking or make_ranking_client(
-        settings.ranker.kind, settings.ranker.url, settings.ranker.timeout_ms
+        r.kind, r.url, r.timeout_ms, export_dir=r.export_dir, threads=r.threads
     )
     return Backend(
         ctx=ctx,

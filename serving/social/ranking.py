@@ -1,13 +1,21 @@
 """The feed's ranking client: a small interface between the backend and whatever scores posts.
 
 ``ChronologicalRanker`` (the default) orders by recency. ``HttpRanker`` posts the candidates to
-an inference endpoint (``serving.inference`` speaks this contract)::
+an inference endpoint (``recsys serve``'s ``POST /rank`` speaks this contract)::
 
     POST {url}
-    {"user_id": 7, "candidates": [{"post_id": 12, "author_id": 3, "topic": "travel",
-      "media_type": "image", "post_age_hours": 1.5, "author_followers": 120,
-      "is_following": 1}, ...]}
+    {"user_id": 7,
+     "user": {"country": "fr", "age_bucket": "25-34", "user_follow_count_log": 2.4},
+     "candidates": [{"post_id": 12, "author_id": 3, "topic": "travel", "media_type": "image",
+       "post_age_hours": 1.5, "author_followers_log": 4.8, "post_length": 42.0,
+       "is_following": 1}, ...]}
     -> 200 {"scores": [0.31, ...]}          # one float per candidate, higher ranks first
+
+The field names are the raw feature names of the training data (the social schema of
+:mod:`recsys.data.synthetic.schema` that :mod:`pipelines.social_events` exports), computed the
+same way as the export computes them, so a ranker trained on the backend's events reads them
+as they were at training time. ``OnnxRanker`` (``ranker.kind: onnx``) runs an exported model
+in this process instead (``serving.inference``; ONNX Runtime, no torch).
 
 :class:`RankingClient` wraps any ranker with a deadline: a ranker that is slower than
 ``timeout_ms``, fails, or answers malformed scores is skipped for that request and the
@@ -32,22 +40,37 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Viewer:
+    """What a ranker sees of the user whose feed is ranked."""
+
+    user_id: int
+    country: str | None
+    age_bucket: str | None
+    user_follow_count_log: float  # log1p(number of accounts the user follows)
+
+    def features(self) -> dict[str, object]:
+        """The user-level raw features (everything but ``user_id``)."""
+        return {k: v for k, v in asdict(self).items() if k != "user_id"}
+
+
+@dataclass(frozen=True)
 class Candidate:
     """What a ranker sees of one candidate post for one user."""
 
     post_id: int
     author_id: int
-    topic: str
-    media_type: str
+    topic: str | None
+    media_type: str | None
     post_age_hours: float
-    author_followers: int
+    author_followers_log: float  # log1p(the author's follower count)
+    post_length: float  # caption characters
     is_following: int  # 1 if the viewer follows the author (0 for the viewer's own posts)
 
 
 class Ranker(Protocol):
     name: str
 
-    def scores(self, user_id: int, candidates: Sequence[Candidate]) -> list[float]:
+    def scores(self, viewer: Viewer, candidates: Sequence[Candidate]) -> list[float]:
         """One score per candidate, higher first; may raise or be slow (the client copes)."""
         ...
 
@@ -57,7 +80,7 @@ class ChronologicalRanker:
 
     name = "chronological"
 
-    def scores(self, user_id: int, candidates: Sequence[Candidate]) -> list[float]:
+    def scores(self, viewer: Viewer, candidates: Sequence[Candidate]) -> list[float]:
         return [float(c.post_id) for c in candidates]
 
 
@@ -72,9 +95,13 @@ class HttpRanker:
         self.url = url
         self.timeout_s = timeout_s
 
-    def scores(self, user_id: int, candidates: Sequence[Candidate]) -> list[float]:
+    def scores(self, viewer: Viewer, candidates: Sequence[Candidate]) -> list[float]:
         body = json.dumps(
-            {"user_id": user_id, "candidates": [asdict(c) for c in candidates]}
+            {
+                "user_id": viewer.user_id,
+                "user": viewer.features(),
+                "candidates": [asdict(c) for c in candidates],
+            }
         ).encode()
         request = urllib.request.Request(
             self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
@@ -112,13 +139,13 @@ class RankingClient:
         """False for the plain chronological order (no ranker call at all)."""
         return self._pool is not None
 
-    def order(self, user_id: int, candidates: Sequence[Candidate]) -> tuple[list[int], str]:
+    def order(self, viewer: Viewer, candidates: Sequence[Candidate]) -> tuple[list[int], str]:
         """Post ids in ranked order and the name of what ordered them (the ranker's, or
         ``chronological`` after a fallback)."""
         chronological = sorted((c.post_id for c in candidates), reverse=True)
         if self._pool is None or not candidates:
             return chronological, "chronological"
-        future = self._pool.submit(self.ranker.scores, user_id, candidates)
+        future = self._pool.submit(self.ranker.scores, viewer, candidates)
         try:
             scores = future.result(timeout=self.timeout_s)
         except FutureTimeout:
@@ -140,10 +167,19 @@ class RankingClient:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def make_ranking_client(kind: str, url: str, timeout_ms: float) -> RankingClient:
-    """The client for settings ``ranker.kind`` (``chronological`` or ``http``)."""
+def make_ranking_client(
+    kind: str, url: str, timeout_ms: float, export_dir: str = "", threads: int = 1
+) -> RankingClient:
+    """The client for settings ``ranker.kind``: ``chronological``, ``http`` (``ranker.url``) or
+    ``onnx`` (an export folder ``ranker.export_dir`` run in this process)."""
     if kind == "chronological":
         return RankingClient(ChronologicalRanker(), timeout_ms)
     if kind == "http":
         return RankingClient(HttpRanker(url, timeout_s=timeout_ms / 1000.0), timeout_ms)
-    raise ValueError(f"ranker.kind must be 'chronological' or 'http', got {kind!r}")
+    if kind == "onnx":
+        if not export_dir:
+            raise ValueError("ranker.kind=onnx needs ranker.export_dir (a `recsys export` folder)")
+        from serving.inference.ranker import load_in_process_ranker
+
+        return RankingClient(load_in_process_ranker(export_dir, threads), timeout_ms)
+    raise ValueError(f"ranker.kind must be 'chronological', 'http' or 'onnx', got {kind!r}")

@@ -73,9 +73,11 @@ class MediaSettings:
 
 @dataclass
 class RankerSettings:
-    kind: Literal["chronological", "http"] = "chronological"
+    kind: Literal["chronological", "http", "onnx"] = "chronological"
     url: str = ""  # POST endpoint of serving.inference when kind=http
     timeout_ms: float = 150.0
+    export_dir: str = ""  # a `recsys export` folder ranked in this process when kind=onnx
+    threads: int = 1  # ONNX Runtime intra-op threads of the in-process ranker
 
 
 @dataclass
@@ -154,9 +156,9 @@ def settings_from_mapping(values: Mapping[str, Any] | None = None) -> BackendSet
             f"backend settings: storage must be 'embedded' or 'production', "
             f"got {settings.storage!r}"
         )
-    if settings.ranker.kind not in ("chronological", "http"):
+    if settings.ranker.kind not in ("chronological", "http", "onnx"):
         raise ValueError(
-            f"backend settings: ranker.kind must be 'chronological' or 'http', "
+            f"backend settings: ranker.kind must be 'chronological', 'http' or 'onnx', "
             f"got {settings.ranker.kind!r}"
         )
     unknown_codecs = sorted(set(settings.media.video_codecs) - {"h264", "av1"})

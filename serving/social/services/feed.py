@@ -19,6 +19,7 @@ Read path (``home``):
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 from serving.social.cachekeys import GRAPH_TTL_S, graph_key
 from serving.social.context import Context
 from serving.social.domain import MAX_ID, BadRequest, CursorExpired, Post
-from serving.social.ranking import Candidate, RankingClient
+from serving.social.ranking import Candidate, RankingClient, Viewer
 from serving.social.services.shared import existing_user
 from serving.social.views import post_views
 
@@ -205,19 +206,28 @@ class FeedService:
         now = self.ctx.clock.now()
         with self.ctx.storage.metadata.transaction() as tx:
             followers = tx.follower_counts(sorted({p.author_id for p in posts}))
+            me = tx.get_user(user_id)
+        # the features as pipelines.social_events exports them for training (empty text: null)
+        viewer = Viewer(
+            user_id=user_id,
+            country=(me.country or None) if me is not None else None,
+            age_bucket=(me.age_bucket or None) if me is not None else None,
+            user_follow_count_log=math.log1p(len(graph.followees)),
+        )
         candidates = [
             Candidate(
                 post_id=p.id,
                 author_id=p.author_id,
-                topic=p.topic,
-                media_type=p.media_type,
+                topic=p.topic or None,
+                media_type=p.media_type or None,
                 post_age_hours=max(0.0, (now - p.created_at) / 3_600.0),
-                author_followers=followers.get(p.author_id, 0),
+                author_followers_log=math.log1p(followers.get(p.author_id, 0)),
+                post_length=float(len(p.caption)),
                 is_following=int(p.author_id in graph.followees),
             )
             for p in posts
         ]
-        order, ranked_by = self.ranking.order(user_id, candidates)
+        order, ranked_by = self.ranking.order(viewer, candidates)
         by_id = {p.id: p for p in posts}
         session = secrets.token_urlsafe(9)
         snapshot = json.dumps({"ids": order, "ranked_by": ranked_by}).encode()

@@ -4,6 +4,7 @@ the chronological fallback when the ranker is slow, down or answers nonsense."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.social.api import create_app
-from serving.social.ranking import Candidate, HttpRanker, RankingClient
+from serving.social.ranking import Candidate, HttpRanker, RankingClient, Viewer
 from serving.social.workers import Workers
 from tests.serving.social.api.helpers import follow, post, users
 
@@ -92,6 +93,11 @@ def test_ranked_feed_uses_scores_and_a_stable_snapshot_cursor(make_backend, cloc
             candidate = sent["candidates"][0]
             assert candidate["topic"] == "travel" and candidate["is_following"] == 1
             assert candidate["post_age_hours"] == pytest.approx(0.0, abs=1e-6)
+            # the training data's names and transforms (pipelines.social_events)
+            assert candidate["author_followers_log"] == pytest.approx(math.log1p(1))
+            assert candidate["post_length"] == float(len("p6"))
+            assert set(sent["user"]) == {"country", "age_bucket", "user_follow_count_log"}
+            assert sent["user"]["user_follow_count_log"] == pytest.approx(math.log1p(1))
             expired = api.get("/v1/feed", params={"cursor": "rnope.3"}, headers=ana.auth)
             assert expired.status_code == 410
 
@@ -118,8 +124,8 @@ def test_ranker_failures_fall_back_to_chronological(make_backend, mode) -> None:
 
 def test_ranking_client_unit() -> None:
     client = RankingClient(HttpRanker("http://127.0.0.1:9/never", timeout_s=0.05), 50)
-    cands = [Candidate(i, 1, "", "text", 0.0, 0, 1) for i in (3, 9, 5)]
-    order, by = client.order(1, cands)
+    cands = [Candidate(i, 1, None, "text", 0.0, 0.0, 0.0, 1) for i in (3, 9, 5)]
+    order, by = client.order(Viewer(1, None, None, 0.0), cands)
     assert (order, by) == ([9, 5, 3], "chronological") and client.fallbacks == 1
     with pytest.raises(ValueError, match="http"):
         HttpRanker("ftp://x", 1.0)
