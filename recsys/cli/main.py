@@ -8,6 +8,7 @@ function and print its summary.
     recsys quickstart
     recsys index build index.run_dir=outputs/runs/two_tower_social/...
     recsys explore explore.ranker_run=DIR explore.retrieval_run=DIR [explore.user=ID]
+    recsys export export.run_dir=outputs/runs/...
     recsys bench train [--steps N ...]
 """
 
@@ -28,6 +29,8 @@ commands:
   index build    ANN indexes from a two-tower run  (recsys index build index.run_dir=DIR)
   explore        the Explore funnel: retrieve -> rank -> re-rank (recsys explore
                  explore.ranker_run=DIR explore.retrieval_run=DIR [explore.evaluate=true])
+  export         ONNX models + manifest of a finished run for serving
+                 (recsys export export.run_dir=DIR)
   bench train    training throughput: our trainer vs a plain TorchRec loop
   bench retrieval  our FAISS wrapper vs raw FAISS
   bench backend  fanout inserts/s and feed read latency of the social backend
@@ -133,6 +136,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         _hydra_app("index", tasks.index_task, rest[1:], "recsys index build")
     elif command == "explore":
         _hydra_app("explore", tasks.explore_task, rest, "recsys explore")
+    elif command == "export":
+        _hydra_app("export", tasks.export_task, rest, "recsys export")
     elif command == "bench":
         _bench(rest)
     else:

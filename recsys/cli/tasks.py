@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 
 from recsys.apps.evaluate import evaluate_run
 from recsys.apps.explore import explore_run
+from recsys.apps.export import export_run
 from recsys.apps.index import index_build
 from recsys.apps.train import prepare, train
 
@@ -45,3 +46,8 @@ def index_task(cfg: DictConfig) -> None:
 def explore_task(cfg: DictConfig) -> None:
     """``recsys explore explore.ranker_run=DIR explore.retrieval_run=DIR [explore.user=ID]``."""
     _print(explore_run(cfg, _run_dir())[1])
+
+
+def export_task(cfg: DictConfig) -> None:
+    """``recsys export export.run_dir=DIR``: ONNX models + manifest for serving."""
+    _print(export_run(cfg)[1])

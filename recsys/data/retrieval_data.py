@@ -157,6 +157,8 @@ class RetrievalData:
         multi_features: the multi-valued feature names (``history`` and item lists).
         eval_history: ``{"valid" | "test": (lengths n_users, values)}``.
         summary: facts for ``metrics.json``.
+        vocabularies: ``{side feature: IdMap}`` of the train values; a value's code is its
+            index + 1 (0: unseen or missing), what serving maps raw values with.
     """
 
     spec: RetrievalDataSpec
@@ -170,6 +172,7 @@ class RetrievalData:
     multi_features: tuple[str, ...]
     eval_history: dict[str, tuple[np.ndarray, np.ndarray]]
     summary: dict[str, Any]
+    vocabularies: dict[str, IdMap] = field(default_factory=dict)
 
     @property
     def user_keys(self) -> list[str]:
@@ -228,9 +231,8 @@ class RetrievalData:
         return FeatureTable(torch.zeros(n_users, 0), jagged(self.user_keys, bags))
 
 
-def _vocab_codes(values: pl.Series, train_values: pl.Series) -> tuple[np.ndarray, int]:
-    """Codes of ``values``: ``1..V`` for values seen in train, 0 otherwise; and ``V + 1``."""
-    vocab = IdMap.from_values(train_values.cast(pl.Utf8))
+def _vocab_codes(values: pl.Series, vocab: IdMap) -> tuple[np.ndarray, int]:
+    """Codes of ``values``: ``1..V`` for values in ``vocab``, 0 otherwise; and ``V + 1``."""
     codes = vocab.to_index(values.cast(pl.Utf8), strict=False) + 1
     return codes.astype(np.int64), len(vocab) + 1
 
@@ -285,17 +287,21 @@ def build_retrieval_data(frame: pl.DataFrame, spec: RetrievalDataSpec) -> Retrie
     cards: dict[str, int] = {"user": len(users), "history": len(items), "item": len(items)}
     user_rows = _entity_rows(frame, _U, len(users))
     user_codes = {"user": np.arange(len(users), dtype=np.int64)}
+    vocabularies: dict[str, IdMap] = {}
+    for f in [*spec.user_features, *spec.item_features]:
+        vocabularies[f] = IdMap.from_values(train[f].cast(pl.Utf8))
+    for f in spec.item_multi_features:
+        vocabularies[f] = IdMap.from_values(train[f].explode().drop_nulls().cast(pl.Utf8))
     for f in spec.user_features:
-        user_codes[f], cards[f] = _vocab_codes(user_rows[f], train[f])
+        user_codes[f], cards[f] = _vocab_codes(user_rows[f], vocabularies[f])
     item_rows = _entity_rows(frame, _I, len(items))
     item_bags = [_single(np.arange(len(items), dtype=np.int64))]
     for f in spec.item_features:
-        codes, cards[f] = _vocab_codes(item_rows[f], train[f])
+        codes, cards[f] = _vocab_codes(item_rows[f], vocabularies[f])
         item_bags.append(_single(codes))
     for f in spec.item_multi_features:
-        vocab = IdMap.from_values(train[f].explode().drop_nulls().cast(pl.Utf8))
-        cards[f] = len(vocab) + 1
-        item_bags.append(_multi_bags(item_rows[f], vocab, len(items)))
+        cards[f] = len(vocabularies[f]) + 1
+        item_bags.append(_multi_bags(item_rows[f], vocabularies[f], len(items)))
     item_keys = ["item", *spec.item_features, *spec.item_multi_features]
     catalog = FeatureTable(torch.zeros(len(items), 0), jagged(item_keys, item_bags))
 
@@ -353,4 +359,5 @@ def build_retrieval_data(frame: pl.DataFrame, spec: RetrievalDataSpec) -> Retrie
         multi_features=("history", *spec.item_multi_features),
         eval_history=eval_history,
         summary=summary,
+        vocabularies=vocabularies,
     )

@@ -14,7 +14,8 @@ Layout of an export folder (``RUN/export/``)::
     user_tower.onnx            a two-tower run: user features -> unit vectors  B x D
     item_tower.onnx            item features -> unit vectors  N x D
     item_vectors.npy           the catalog through the item tower, row j = item index j (N x D)
-    index.faiss                the FAISS index built from item_vectors.npy
+    index/                     the FAISS index built from item_vectors.npy (index.faiss,
+                               ids.npy, config.json; the FAISS ids are item indices)
     retrieval/users.parquet    user index, raw id, side-feature codes, history (item indices)
     retrieval/items.parquet    item index, raw id, side-feature codes
     retrieval/vocab/<f>.parquet  raw value -> code of each side feature (0: unseen)

@@ -76,7 +76,12 @@ class DCNv2(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         """``dense``: ``B x D`` float32, ``sparse``: KJT of the spec's features -> ``B x T``."""
-        values = self.embeddings(sparse).values()  # B x sum(dims)
+        return self.from_pooled(dense, self.embeddings(sparse).values())
+
+    def from_pooled(self, dense: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Everything after the embedding lookup: ``dense`` ``B x D`` and the pooled embeddings
+        ``B x sum(dims)`` in :func:`~recsys.modules.embedding.embedding_layout` order ->
+        ``B x T`` logits."""
         if self.num_dense > 0:
             check_dense(dense, self.num_dense, model="DCNv2")
             x0 = torch.cat([dense, values], dim=1)

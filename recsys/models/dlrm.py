@@ -98,7 +98,12 @@ class DLRM(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         """``dense``: ``B x D`` float32, ``sparse``: KJT of the spec's features -> ``B x T``."""
-        values = self.embeddings(sparse).values()  # B x (F * d)
+        return self.from_pooled(dense, self.embeddings(sparse).values())
+
+    def from_pooled(self, dense: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Everything after the embedding lookup: ``dense`` ``B x D`` and the pooled embeddings
+        ``B x (F * d)`` in :func:`~recsys.modules.embedding.embedding_layout` order ->
+        ``B x T`` logits (the exported graph computes the pooling itself, then calls this)."""
         emb = values.reshape(values.shape[0], self.num_embeddings, self.embedding_dim)  # B x F x d
         if self.bottom_mlp is None:
             top = self.interaction(emb)

@@ -58,9 +58,14 @@ class LogisticRegression(nn.Module):
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         """``dense``: ``B x D`` float32, ``sparse``: KJT of the spec's features -> ``B x T``."""
+        values = self.embeddings(sparse).values() if self.embeddings is not None else None
+        return self.from_pooled(dense, values)
+
+    def from_pooled(self, dense: torch.Tensor, values: torch.Tensor | None) -> torch.Tensor:
+        """Everything after the embedding lookup: ``dense`` ``B x D`` and the pooled per-id
+        weights ``B x (F * T)`` (``None`` without sparse features) -> ``B x T`` logits."""
         logit = self.bias
-        if self.embeddings is not None:
-            values = self.embeddings(sparse).values()  # B x (F * T)
+        if values is not None:
             emb = values.reshape(values.shape[0], self.num_embeddings, self.num_tasks)
             logit = logit + emb.sum(dim=1)
         if self.linear is not None:

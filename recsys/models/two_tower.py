@@ -106,9 +106,13 @@ class Tower(nn.Module):
 
     def forward(self, dense: torch.Tensor | None, sparse: KeyedJaggedTensor) -> torch.Tensor:
         """``dense``: ``B x Dd`` (``None`` if ``Dd == 0``), ``sparse``: KJT -> ``B x D``."""
-        parts = []
-        if self.embedding_width:
-            parts.append(self.embeddings(sparse).values())  # B x E
+        pooled = self.embeddings(sparse).values() if self.embedding_width else None  # B x E
+        return self.from_pooled(dense, pooled)
+
+    def from_pooled(self, dense: torch.Tensor | None, pooled: torch.Tensor | None) -> torch.Tensor:
+        """Everything after the embedding lookup: ``dense`` ``B x Dd`` and the pooled
+        embeddings ``B x E`` (``None`` without tables) -> ``B x D`` unit vectors."""
+        parts = [pooled] if pooled is not None else []
         if self.dense_dim:
             if dense is None or dense.dim() != 2 or dense.shape[1] != self.dense_dim:
                 shape = None if dense is None else tuple(dense.shape)

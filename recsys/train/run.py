@@ -89,6 +89,9 @@ def run_experiment(plan: RunPlan) -> dict[str, Any]:
         tracker.record_config(plan.run_dir, plan.resolved_config)
         outcome = plan.experiment.execute(plan, tracker, prepare_seconds)
         metrics = {"task": plan.experiment.kind, **outcome.metrics}
+        # where the MLflow record is, so that later commands (export) add to the same run
+        metrics["run_id"] = tracker.run_id
+        metrics["tracking_uri"] = tracker.tracking_uri if tracker.run_id else None
         torch.save(outcome.model.state_dict(), plan.run_dir / "model.pt")
         for name, text in outcome.files.items():
             (plan.run_dir / name).write_text(text)
@@ -98,7 +101,6 @@ def run_experiment(plan: RunPlan) -> dict[str, Any]:
         tracker.log_artifact(metrics_path)
         tracker.log_model(outcome.model)
         status = "FINISHED"
-        metrics["run_id"] = tracker.run_id
         return metrics
     finally:
         tracker.end(status)

@@ -128,3 +128,53 @@ class Tracker:
         if self._mlflow is not None:
             self._mlflow.end_run(status=status)
             self._mlflow = None
+
+
+def log_export(
+    tracking_uri: str,
+    run_id: str,
+    export_dir: Path,
+    onnx_files: Mapping[str, Path],
+    registered_name: str | None,
+) -> dict[str, Any]:
+    """Adds an export folder to a finished MLflow run.
+
+    The folder's files go under the run's ``export/`` artifacts, and each ONNX model is logged
+    in MLflow's model format (``mlflow.onnx``, artifact ``onnx_<name>``) and, with
+    ``registered_name``, registered as ``<registered_name>`` (a ranker) or
+    ``<registered_name>-<name>`` (each tower), so a model-registry user finds it. Returns
+    ``{"run_id", "artifacts", "registered": {name: "model name/version"}}``.
+    """
+    import contextlib
+    import io
+    import logging
+
+    import mlflow
+    import mlflow.onnx
+    import onnx
+
+    mlflow.set_tracking_uri(tracking_uri)
+    registered: dict[str, str] = {}
+    quiet = logging.getLogger("mlflow")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:  # the registry prints its progress to stderr: the runner prints the outcome
+        with contextlib.redirect_stderr(io.StringIO()), mlflow.start_run(run_id=run_id):
+            mlflow.log_artifacts(str(export_dir), artifact_path="export")
+            for name, path in onnx_files.items():
+                model_name = None
+                if registered_name:
+                    single = len(onnx_files) == 1
+                    model_name = registered_name if single else f"{registered_name}-{name}"
+                info = mlflow.onnx.log_model(
+                    onnx.load(str(path)),
+                    name=f"onnx_{name}",
+                    registered_model_name=model_name,
+                    pip_requirements=["onnxruntime"],
+                )
+                if model_name is not None:
+                    version = getattr(info, "registered_model_version", None)
+                    registered[name] = f"{model_name}/{version}"
+    finally:
+        quiet.setLevel(level)
+    return {"run_id": run_id, "artifacts": "export", "registered": registered}

@@ -221,6 +221,8 @@ class MovieLensReader:
             timestamp="timestamp",
             aux=("rating",),
         )
+        # genres arrive as "A|B" in every release: the separator a served request may use too
+        self.multi_separators = {GENRES: "|"} if self.items_path is not None else {}
         self.report = ReadReport()
         self._users: pl.DataFrame | None = None
         self._items: pl.DataFrame | None = None
