@@ -121,7 +121,7 @@ def test_a_section_that_disagrees_with_the_spec_or_its_files_refuses_to_load(
         RankerPreprocessor.from_preprocessing(section, {**spec, "dense": []}, tmp_path)
     bad = json.loads(json.dumps(section))
     bad["categorical"]["ad"]["buckets"] = 9
-    with pytest.raises(ManifestError, match="'ad'.*9 buckets"):
+    with pytest.raises(ManifestError, match=r"'ad'.*9 buckets"):
         RankerPreprocessor.from_preprocessing(bad, spec, tmp_path)
     bad = json.loads(json.dumps(section))
     bad["dense"]["price"]["std"] = 0.0
@@ -136,5 +136,5 @@ def test_a_section_that_disagrees_with_the_spec_or_its_files_refuses_to_load(
     with pytest.raises(ManifestError, match="1 values, the manifest says vocab_size 3"):
         RankerPreprocessor.from_preprocessing(section, spec, tmp_path)
     vocab.unlink()
-    with pytest.raises(ManifestError, match="vocabulary file .* is missing"):
+    with pytest.raises(ManifestError, match=r"vocabulary file .* is missing"):
         RankerPreprocessor.from_preprocessing(section, spec, tmp_path)

@@ -50,7 +50,7 @@ def ctr(tmp_path_factory: pytest.TempPathFactory) -> tuple[PreparedDataset, dict
     rng = np.random.default_rng(0)
     n = 1500
     lines = ["click\tprice\tqty\tuser\tad\ttags\tcats"]
-    for i in range(n):
+    for _ in range(n):
         tags = "|".join(f"t{int(v)}" for v in rng.integers(0, 30, rng.integers(0, 4)))
         cats = "|".join(f"c{int(v)}" for v in rng.integers(0, 6, rng.integers(0, 3)))
         price = "" if rng.random() < 0.1 else f"{rng.exponential(20):.3f}"
@@ -83,7 +83,8 @@ def check_parity(
     ours = request_preprocessor(pre, tmp / "export", separators)
     assert_same_feeds(ours.transform(rows), training_feeds(pre, rows, tmp / "ref", separators))
     for row in rows[:6]:  # batches of 1
-        assert_same_feeds(ours.transform([row]), training_feeds(pre, [row], tmp / "ref", separators))
+        expected = training_feeds(pre, [row], tmp / "ref", separators)
+        assert_same_feeds(ours.transform([row]), expected)
 
 
 def test_social_rows_match_the_training_pipeline(social: PreparedDataset, tmp_path: Path) -> None:
