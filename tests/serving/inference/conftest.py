@@ -12,11 +12,59 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pytest
 
 from recsys.data.loader import ParquetBatchLoader
-from recsys.data.preprocess import FittedPreprocessor
+from recsys.data.prepared import PreparedDataset, prepare
+from recsys.data.preprocess import FittedPreprocessor, PreprocessConfig
+from recsys.data.readers.ctr_table import CtrTableReader
+from recsys.data.split import SplitConfig
+from recsys.data.synthetic import SocialConfig, SocialSource
 from recsys.export.manifest import ids_input, lengths_input
 from serving.inference.preprocess import PreprocessSettings, RankerPreprocessor
+
+SOCIAL = SocialConfig(
+    seed=5, n_users=300, n_authors=40, n_posts=900, n_impressions=6000, chunk_rows=6000
+)
+TEMPORAL = SplitConfig(kind="temporal")
+
+
+@pytest.fixture(scope="session")
+def social(tmp_path_factory: pytest.TempPathFactory) -> PreparedDataset:
+    out = tmp_path_factory.mktemp("social") / "prepared"
+    config = PreprocessConfig(log1p=["post_age_hours"], hash_buckets={"post_id": 512}, min_freq=2)
+    return prepare(SocialSource(SOCIAL), out, config, TEMPORAL)
+
+
+@pytest.fixture(scope="session")
+def ctr(tmp_path_factory: pytest.TempPathFactory) -> tuple[PreparedDataset, dict[str, str]]:
+    """A TSV CTR table: a vocab and a hashed sparse column, a hashed and a vocab multi column
+    (``|``-separated, some empty), dense columns with gaps."""
+    root = tmp_path_factory.mktemp("ctr")
+    rng = np.random.default_rng(0)
+    n = 1500
+    lines = ["click\tprice\tqty\tuser\tad\ttags\tcats"]
+    for _ in range(n):
+        tags = "|".join(f"t{int(v)}" for v in rng.integers(0, 30, rng.integers(0, 4)))
+        cats = "|".join(f"c{int(v)}" for v in rng.integers(0, 6, rng.integers(0, 3)))
+        price = "" if rng.random() < 0.1 else f"{rng.exponential(20):.3f}"
+        qty = str(int(rng.integers(-3, 50)))
+        user, ad = f"u{rng.integers(0, 80)}", str(int(rng.integers(0, 400)))
+        lines.append(f"{int(rng.random() < 0.3)}\t{price}\t{qty}\t{user}\t{ad}\t{tags}\t{cats}")
+    path = root / "clicks.tsv"
+    path.write_text("\n".join(lines) + "\n")
+    separators = {"tags": "|", "cats": "|"}
+    reader = CtrTableReader(
+        path, labels=["click"], dense=["price", "qty"], sparse=["user", "ad"], multi=separators
+    )
+    config = PreprocessConfig(hash_buckets={"ad": 64, "tags": 16}, log1p=True, fill=-1.0)
+    return prepare(reader, root / "prepared", config, SplitConfig(kind="random")), separators
+
+
+def raw_rows(ds: PreparedDataset, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` raw rows (dicts) sampled from a prepared data set's raw copy."""
+    raw = pl.read_parquet(sorted((ds.root / "raw").rglob("*.parquet")))
+    return raw.sample(min(n, raw.height), seed=seed).to_dicts()
 
 
 def preprocessing_section(
@@ -168,3 +216,34 @@ def perturb(
                 del r[c]
         out.append(r)
     return out
+
+
+@pytest.fixture(scope="session")
+def social_ranker(
+    social: PreparedDataset, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Any]:
+    """``(export folder, eager model)`` of a multi-task ranker over the social data set."""
+    from tests.serving.inference.exports import export_social_ranker
+
+    out = tmp_path_factory.mktemp("social_ranker") / "export"
+    return out, export_social_ranker(social, out)
+
+
+@pytest.fixture(scope="session")
+def ctr_ranker(
+    ctr: tuple[PreparedDataset, dict[str, str]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, Any]:
+    """``(export folder, eager model)`` of a DLRM over the CTR table."""
+    from tests.serving.inference.exports import export_ctr_ranker
+
+    out = tmp_path_factory.mktemp("ctr_ranker") / "export"
+    return out, export_ctr_ranker(ctr[0], ctr[1], out)
+
+
+@pytest.fixture(scope="session")
+def two_tower(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any, Any, pl.DataFrame]:
+    """``(export folder, eager model, retrieval data, raw frame)`` of a social two-tower."""
+    from tests.serving.inference.exports import export_social_two_tower
+
+    out = tmp_path_factory.mktemp("two_tower") / "export"
+    return (out, *export_social_two_tower(out))
