@@ -43,7 +43,7 @@ from serving.inference.errors import RequestError
 from serving.inference.preprocess import PreprocessSettings, RankerPreprocessor
 from serving.inference.session import FeedValidator, SessionSettings, open_session
 
-__all__ = ["OnnxRanker", "RankerSettings", "default_value_formula"]
+__all__ = ["OnnxRanker", "RankerSettings", "default_value_formula", "load_in_process_ranker"]
 
 
 def default_value_formula(tasks: Sequence[str]) -> ValueFormula:
@@ -189,8 +189,24 @@ class OnnxRanker:
                 values[f], absent[f] = [None] * n, n
         return RowColumns(n, values, absent)
 
-    def scores(self, user_id: int, candidates: Sequence[Any]) -> list[float]:
-        """One value per candidate for ``user_id`` (higher ranks first): the value formula over
-        the task probabilities of each candidate's raw features (see the module docstring)."""
-        probabilities = self.score_columns(self.candidate_columns(user_id, candidates))
+    def scores(self, viewer: Any, candidates: Sequence[Any]) -> list[float]:
+        """One value per candidate for ``viewer`` (higher ranks first): the value formula over
+        the task probabilities of each candidate's raw features (see the module docstring).
+
+        ``viewer`` is a dataclass with ``user_id`` and the user-level raw features
+        (``serving.social.ranking.Viewer``); its fields that are raw features of the model
+        apply to every candidate."""
+        columns = self.candidate_columns(viewer.user_id, candidates)
+        for name, value in dataclasses.asdict(viewer).items():
+            if name in columns.values and name != "user_id":
+                columns.values[name] = [value] * columns.n
+                columns.absent[name] = 0
+        probabilities = self.score_columns(columns)
         return self.values(probabilities).tolist()
+
+
+def load_in_process_ranker(export_dir: str | Path, threads: int = 1) -> OnnxRanker:
+    """The backend's in-process ranker (``ranker.kind: onnx``): a ranker export on ONNX
+    Runtime with ``threads`` intra-op threads; a bad export refuses to load (ManifestError)."""
+    settings = RankerSettings(session=SessionSettings(intra_op_num_threads=threads))
+    return OnnxRanker.load(Path(export_dir), settings)

@@ -20,7 +20,7 @@ from recsys.ranking.value import DEFAULT_WEIGHTS, ValueFormula
 from serving.inference.errors import RequestError
 from serving.inference.ranker import OnnxRanker, RankerSettings
 from serving.inference.session import CPU, CUDA, SessionSettings, providers_for
-from serving.social.ranking import Candidate, RankingClient
+from serving.social.ranking import Candidate, RankingClient, Viewer
 from tests.serving.inference.conftest import perturb, raw_rows, training_feeds
 from tests.serving.inference.exports import eager_probabilities
 
@@ -164,27 +164,31 @@ def test_ranking_client_protocol(social_ranker: tuple[Path, Any]) -> None:
     ranker = OnnxRanker.load(social_ranker[0])
     assert ranker.value_formula.signed() == DEFAULT_WEIGHTS
     candidates = [
-        Candidate(12, 3, "travel", "image", 1.5, 120, 1),
-        Candidate(40, 7, "food", "video", 30.0, 5, 0),
-        Candidate(99999, 8, "unknown-topic", "text", 0.1, 0, 0),
+        Candidate(12, 3, "travel", "image", 1.5, 4.8, 42.0, 1),
+        Candidate(40, 7, "food", "video", 30.0, 1.8, 0.0, 0),
+        Candidate(99999, 8, "unknown-topic", None, 0.1, 0.0, 7.0, 0),
     ]
-    scores = ranker.scores(7, candidates)
+    viewer = Viewer(7, "fr", None, 2.4)
+    scores = ranker.scores(viewer, candidates)
     raw = set(ranker.raw_features)
     rows = [
-        {**{k: v for k, v in dataclasses.asdict(c).items() if k in raw}, "user_id": 7}
+        {
+            **{k: v for k, v in dataclasses.asdict(c).items() if k in raw},
+            **dataclasses.asdict(viewer),
+        }
         for c in candidates
     ]
     assert scores == ranker.values(ranker.score(rows)).tolist()
     assert len(set(scores)) == 3
     absent = ranker.preprocessor.counters.snapshot()["absent"]
-    assert absent["country"] == 3 + 3 and "post_id" not in absent  # both calls counted
+    assert absent["user_activity"] == 3 + 3 and "country" not in absent  # both calls counted
     client = RankingClient(ranker, timeout_ms=10_000)
-    order, name = client.order(7, candidates)
+    order, name = client.order(viewer, candidates)
     client.close()
     assert name == "onnx" and client.fallbacks == 0
     assert order == [candidates[i].post_id for i in np.argsort(-np.array(scores), kind="stable")]
     with pytest.raises(RequestError, match="is empty") as info:
-        ranker.scores(7, [])
+        ranker.scores(viewer, [])
     assert info.value.field == "candidates"
 
 
