@@ -64,7 +64,10 @@ class ServeSettings:
         return dirs
 
     def _named(self) -> list[tuple[str, str | None]]:
-        return [("serve.run_dir", self.run_dir), ("serve.retrieval_run_dir", self.retrieval_run_dir)]
+        return [
+            ("serve.run_dir", self.run_dir),
+            ("serve.retrieval_run_dir", self.retrieval_run_dir),
+        ]
 
 
 def export_folder(path: str | Path, key: str = "serve.run_dir") -> Path:
