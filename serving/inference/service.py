@@ -93,8 +93,10 @@ def _value_formula(settings: ServeSettings) -> ValueFormula | None:
     return ValueFormula(weights=dict(settings.value), penalties=dict(settings.penalties))
 
 
-def load_models(settings: ServeSettings, version: int = 1) -> ModelSet:
-    """Opens the exports of ``settings`` (see the module docstring).
+def load_models(
+    settings: ServeSettings, version: int = 1, export_dirs: list[Path] | None = None
+) -> ModelSet:
+    """Opens the exports of ``settings`` (or ``export_dirs``; see the module docstring).
 
     Raises:
         ManifestError: an export that cannot be served (version, hashes, signatures).
@@ -104,7 +106,7 @@ def load_models(settings: ServeSettings, version: int = 1) -> ModelSet:
     ranker: OnnxRanker | None = None
     retriever: FaissRetriever | None = None
     prints: dict[Path, str] = {}
-    for export_dir in settings.export_dirs():
+    for export_dir in export_dirs if export_dirs is not None else settings.export_dirs():
         digest = fingerprint(export_dir)
         manifest = load_manifest(export_dir)
         if manifest.kind == "ranker":
@@ -144,7 +146,8 @@ class InferenceService:
     def __init__(self, settings: ServeSettings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.models = load_models(settings)
+        self.export_dirs = settings.export_dirs()  # resolved once: a reload reads the same
+        self.models = load_models(settings, export_dirs=self.export_dirs)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -152,7 +155,7 @@ class InferenceService:
 
     def changed(self) -> bool:
         """Whether every export folder has a complete manifest and one of them is new."""
-        now = {d: fingerprint(d) for d in self.settings.export_dirs()}
+        now = {d: fingerprint(d) for d in self.export_dirs}
         if any(v is None for v in now.values()):
             return False  # an export is being written: keep serving the loaded one
         return now != self.models.fingerprints
@@ -166,7 +169,7 @@ class InferenceService:
             if not force and not self.changed():
                 return {"reloaded": False, "version": self.models.version, "error": None}
             try:
-                models = load_models(self.settings, self.models.version + 1)
+                models = load_models(self.settings, self.models.version + 1, self.export_dirs)
             except (ManifestError, ValueError, OSError) as error:
                 self.metrics.count_reload("failed")
                 self.last_reload_error = str(error)

@@ -34,12 +34,13 @@ def _perturb(model: nn.Module, seed: int) -> nn.Module:
     return model.eval()
 
 
-def export_social_ranker(ds: PreparedDataset, out: Path) -> nn.Module:
-    """A multi-task (MMoE) ranker over the social data set, exported to ``out``."""
+def export_social_ranker(ds: PreparedDataset, out: Path, seed: int = 1) -> nn.Module:
+    """A multi-task (MMoE) ranker over the social data set (weights perturbed with ``seed``),
+    exported to ``out``."""
     torch.manual_seed(0)
     ebc = build_embeddings(embedding_tables(ds.spec, EmbeddingConfig(dim=8)), fused=False)
     model = MultiTaskRanker(ds.spec, ebc, num_experts=2, expert_mlp=[16], tower_mlp=[8])
-    model = _perturb(model, 1)
+    model = _perturb(model, seed)
     run = {"run_dir": str(out.parent), "experiment": "social_test"}
     export_ranker_run(model, ds, out, run=run, settings=ExportSettings(parity_rows=400))
     return model
