@@ -93,6 +93,7 @@ def _user_request(body: RetrieveRequest) -> dict[str, Any]:
 
 def create_app(service: InferenceService) -> FastAPI:
     """The FastAPI app over ``service`` (its watcher runs while the app runs)."""
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.start_watching()
