@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
-from operator import contains
+from operator import contains, itemgetter
 from typing import Any
 
 import numpy as np
@@ -99,6 +99,17 @@ def rows_to_columns(
                     field="rows",
                     row=i,
                 )
+    width = len(features)
+    if width > 1 and sum(map(len, rows)) == n * width:
+        # Every row has as many keys as there are features: if it has them all, the table
+        # transposes in C (no unknown key is possible).
+        try:
+            table = list(map(itemgetter(*features), rows))
+        except KeyError:
+            pass
+        else:
+            columns = map(list, zip(*table))
+            return RowColumns(n, dict(zip(features, columns)), dict.fromkeys(features, 0))
     values: dict[str, list[Any]] = {}
     absent: dict[str, int] = {}
     for f in features:
@@ -132,6 +143,31 @@ def _first(col: Sequence[Any], bad: Callable[[Any], bool]) -> int:
     return next(i for i, v in enumerate(col) if bad(v))
 
 
+def _never(t: type) -> bool:
+    return False
+
+
+def _value_types(
+    col: list[Any],
+    fast: frozenset[type],
+    accept: Callable[[type], bool],
+    expected: str,
+    feature: str,
+) -> set[type]:
+    """The set of value types of ``col``; a type neither in ``fast`` nor accepted raises a
+    :class:`RequestError` at its first value (``expected`` says what was wanted)."""
+    types = set(map(type, col))
+    for t in types - fast:
+        if not accept(t):
+            i = _first(col, lambda v, t=t: type(v) is t)
+            raise RequestError(
+                f"expected {expected}, got {_type_name(col[i])} {col[i]!r:.60}",
+                field=feature,
+                row=i,
+            )
+    return types
+
+
 def _is_integer_type(t: type) -> bool:
     return issubclass(t, (int, np.integer)) and not issubclass(t, (bool, np.bool_))
 
@@ -147,17 +183,11 @@ def categorical_column(col: list[Any], feature: str) -> list[str | None]:
         RequestError: a boolean, float, list, mapping or other non-categorical value (names the
             row and ``feature``).
     """
-    types = set(map(type, col))
+    types = _value_types(
+        col, _CATEGORICAL_FAST, _is_integer_type, "a string, an integer or null", feature
+    )
     if types <= _CATEGORICAL_FAST:
         return col
-    for t in types - _CATEGORICAL_FAST:
-        if not _is_integer_type(t):
-            i = _first(col, lambda v, t=t: type(v) is t)
-            raise RequestError(
-                f"expected a string, an integer or null, got {_type_name(col[i])} {col[i]!r:.60}",
-                field=feature,
-                row=i,
-            )
     if types == {int}:
         return list(map(str, col))
     return [v if v is None or type(v) is str else str(int(v)) for v in col]
@@ -170,16 +200,7 @@ def dense_column(col: list[Any], feature: str) -> np.ndarray:
         RequestError: a string, boolean, list or other non-number (names the row and
             ``feature``), or an integer too large for a float.
     """
-    types = set(map(type, col))
-    if not types <= _DENSE_FAST:
-        for t in types - _DENSE_FAST:
-            if not _is_number_type(t):
-                i = _first(col, lambda v, t=t: type(v) is t)
-                raise RequestError(
-                    f"expected a number or null, got {_type_name(col[i])} {col[i]!r:.60}",
-                    field=feature,
-                    row=i,
-                )
+    _value_types(col, _DENSE_FAST, _is_number_type, "a number or null", feature)
     try:
         return np.array(col, dtype=np.float64)
     except OverflowError:
@@ -205,17 +226,9 @@ def multi_column(
         RequestError: a row of another type (a string when the feature has no separator), or
             an element that is not categorical (names the row and ``feature``).
     """
-    allowed = {list, tuple, _NONE} | ({str} if separator else set())
-    types = set(map(type, col))
-    if not types <= allowed:
-        t = next(iter(types - allowed))
-        i = _first(col, lambda v: type(v) is t)
-        text = f" or one {separator!r}-separated string" if separator else ""
-        raise RequestError(
-            f"expected a list of values{text} or null, got {_type_name(col[i])} {col[i]!r:.60}",
-            field=feature,
-            row=i,
-        )
+    allowed = frozenset({list, tuple, _NONE} | ({str} if separator else set()))
+    text = f" or one {separator!r}-separated string" if separator else ""
+    types = _value_types(col, allowed, _never, f"a list of values{text} or null", feature)
     if str in types:
         assert separator is not None
         col = [_split(v, separator) if type(v) is str else v for v in col]

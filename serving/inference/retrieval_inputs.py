@@ -12,7 +12,8 @@ dicts and builds:
   <user side feature>: raw value (optional)}``: ``user.ids`` (the user index, one per row),
   ``history.ids/lengths`` (the stored history, or the request's: unknown items dropped and
   counted as ``dropped``, the last ``history_len`` kept), one pair per side feature (the stored
-  code, or the request's value through the vocabulary: unseen -> 0, counted as ``unseen``).
+  code, or the request's value through the vocabulary: unseen -> 0, counted as ``unseen``; a
+  side feature or history sent as null is the same as one not sent: the stored one is used).
   An unknown user is a :class:`RequestError` naming ``user_id`` (the user table has no
   out-of-vocabulary row);
 * item feeds of raw item ids (``item.ids``, side-feature codes, multi-valued code lists), for
