@@ -26,7 +26,6 @@ def make_backend(
     return open_backend(settings, clock, ranking), clock
 
 
-
 def simulate(backend: Backend, clock: ManualClock, *, users: int = 60, rounds: int = 6) -> None:
     """``users`` users (10 of them authors of 100 posts); each round every user sees 5 posts and
     engages mostly with posts of their country's favorite topic (``TOPICS[user % 3]``); everyone

@@ -379,6 +379,7 @@ def test_job_exports_a_production_backend(
 
 # --- a larger log with a pattern a model can learn, trained on ---------------------------------
 
+
 @pytest.mark.slow
 def test_a_model_trains_on_the_export(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
