@@ -34,6 +34,7 @@ commands:
   bench train    training throughput: our trainer vs a plain TorchRec loop
   bench retrieval  our FAISS wrapper vs raw FAISS
   bench backend  fanout inserts/s and feed read latency of the social backend
+  bench inference  ranking latency: eager vs bare ONNX Runtime vs ours vs HTTP
 {plugins}
 Hydra options work after the command: --multirun, --cfg job, hydra.run.dir=DIR, --help.
 Configs live in {configs}.
@@ -76,6 +77,7 @@ def _bench(argv: Sequence[str]) -> None:
         "train": "train_throughput.py",
         "retrieval": "retrieval_bench.py",
         "backend": "backend_bench.py",
+        "inference": "inference_bench.py",
     }
     if name not in scripts:
         raise SystemExit(f"recsys bench: unknown benchmark {name!r}; known: {sorted(scripts)}")
