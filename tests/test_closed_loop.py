@@ -5,7 +5,7 @@ ranked in process (``ranker.kind=onnx``) gives the same order.
 
 The commands, as README.md lists them::
 
-    recsys backend serve &  recsys backend demo                 # traffic
+    python -m pipelines.social_traffic                          # traffic through the backend
     python -m pipelines.social_events out_dir=EVENTS            # events -> Parquet
     recsys train experiment=multitask_social_tiny data=social_events data.path=EVENTS
     recsys export export.run_dir=RUN
@@ -28,11 +28,13 @@ from pathlib import Path
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from pipelines.social_events import export_events
+from pipelines.social_events.cli import main as social_events
+from pipelines.social_traffic.cli import main as social_traffic
 from recsys.cli.main import main as recsys
 from serving.inference.ranker import load_in_process_ranker
+from serving.social.backend import open_backend
 from serving.social.ranking import Candidate, HttpRanker, RankingClient, Viewer
-from tests.pipelines.social_traffic import make_backend, simulate
+from serving.social.settings import settings_from_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = [sys.executable, "-c", "from recsys.cli.main import main; main()", "serve"]
@@ -83,12 +85,11 @@ def _wait_healthy(url: str, process: subprocess.Popen, seconds: float = 90) -> N
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     base = tmp_path_factory.mktemp("loop")
-    backend, clock = make_backend(base / "backend")
-    try:
-        simulate(backend, clock)
-        export_events(backend.storage.metadata, base / "events")
-    finally:
-        backend.close()
+    backend_dir = f"backend.data_dir={base / 'backend'}"
+    traffic = social_traffic([backend_dir])
+    assert traffic is not None and traffic.impressions == 360 * 5
+    events = social_events([backend_dir, f"out_dir={base / 'events'}"])
+    assert events is not None and events.rows == traffic.impressions
     mp = pytest.MonkeyPatch()
     mp.setenv("RECSYS_DATA_ROOT", str(base / "data_root"))
     mp.setenv("RECSYS_OUTPUT_ROOT", str(base / "outputs"))
@@ -118,7 +119,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     )
     try:
         _wait_healthy(f"http://127.0.0.1:{port}/health", server)
-        yield {"base": base, "run": run, "clock": clock, "server": server, "port": port}
+        yield {"base": base, "run": run, "server": server, "port": port}
     finally:
         server.terminate()
         server.wait(timeout=20)
@@ -127,7 +128,8 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 def _feed(loop: dict, ranker: object) -> tuple[dict, RankingClient, int]:
     client = RankingClient(ranker, timeout_ms=5_000)  # type: ignore[arg-type]
-    backend, _ = make_backend(loop["base"] / "backend", loop["clock"], client)
+    settings = settings_from_mapping({"data_dir": str(loop["base"] / "backend")})
+    backend = open_backend(settings, ranking=client)
     try:
         user = backend.accounts.login("user004", "correct-horse").user.id  # follows 3 authors
         return backend.feed.home(user, limit=50), client, user

@@ -7,9 +7,7 @@ Backend overrides are those of ``recsys backend`` (Hydra, on ``configs/social.ya
 ``backend=production``, ``backend.data_dir=...``. Train on the export with::
 
     recsys train experiment=multitask_social data=social_events data.path=DIR
-    # the tiny experiment sizes the synthetic generator (data.source.config): drop that
-    recsys train experiment=multitask_social_tiny data=social_events data.path=DIR \\
-        '~data.source.config'
+    recsys train experiment=multitask_social_tiny data=social_events data.path=DIR
 
 The backend is reached through its public interfaces only: ``serving.social.cli.load_settings``
 for the settings and ``serving.social.storage.factory.open_metadata_store`` for the store (both
