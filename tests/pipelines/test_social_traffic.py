@@ -33,5 +33,5 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="users >= 10"):
         main([data, "users=3"])
     main([data, "users=10", "rounds=1"])
-    with pytest.raises(SystemExit, match="pipelines.social_traffic: "):
+    with pytest.raises(SystemExit, match=r"pipelines\.social_traffic: "):
         main([data, "users=10", "rounds=1"])  # user000 exists: another prefix is needed
