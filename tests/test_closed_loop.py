@@ -26,26 +26,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 
 from pipelines.social_events.cli import main as social_events
 from pipelines.social_traffic.cli import main as social_traffic
-from recsys.cli.main import main as recsys
 from serving.inference.ranker import load_in_process_ranker
 from serving.social.backend import open_backend
 from serving.social.ranking import Candidate, HttpRanker, RankingClient, Viewer
 from serving.social.settings import settings_from_mapping
+from tests.recsys_command import run_recsys
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = [sys.executable, "-c", "from recsys.cli.main import main; main()", "serve"]
-
-
-def _recsys(args: list[str]) -> None:
-    GlobalHydra.instance().clear()
-    try:
-        recsys(args)
-    finally:
-        GlobalHydra.instance().clear()
 
 
 class Recording:
@@ -94,7 +85,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     mp.setenv("RECSYS_DATA_ROOT", str(base / "data_root"))
     mp.setenv("RECSYS_OUTPUT_ROOT", str(base / "outputs"))
     run = base / "run"
-    _recsys(
+    run_recsys(
         [
             "train",
             "experiment=multitask_social_tiny",
@@ -107,7 +98,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             f"hydra.run.dir={run}",
         ]
     )
-    _recsys(["export", f"export.run_dir={run}"])
+    run_recsys(["export", f"export.run_dir={run}"])
     port = _free_port()
     server = subprocess.Popen(
         [*SERVE, f"serve.run_dir={run}", f"serve.port={port}"],
