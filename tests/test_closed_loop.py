@@ -29,7 +29,6 @@ import pytest
 
 from pipelines.social_events.cli import main as social_events
 from pipelines.social_traffic.cli import main as social_traffic
-from serving.inference.ranker import load_in_process_ranker
 from serving.social.backend import open_backend
 from serving.social.ranking import Candidate, HttpRanker, RankingClient, Viewer
 from serving.social.settings import settings_from_mapping
@@ -117,13 +116,16 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         mp.undo()
 
 
-def _feed(loop: dict, ranker: object) -> tuple[dict, RankingClient, int]:
-    client = RankingClient(ranker, timeout_ms=5_000)  # type: ignore[arg-type]
-    settings = settings_from_mapping({"data_dir": str(loop["base"] / "backend")})
-    backend = open_backend(settings, ranking=client)
+def _feed(
+    loop: dict, ranking: object | None, **settings: object
+) -> tuple[dict, RankingClient, int]:
+    """The first ranked page of ``user004`` through a backend over the loop's data."""
+    client = RankingClient(ranking, timeout_ms=5_000) if ranking is not None else None  # type: ignore[arg-type]
+    config = settings_from_mapping({"data_dir": str(loop["base"] / "backend"), **settings})
+    backend = open_backend(config, ranking=client)
     try:
         user = backend.accounts.login("user004", "correct-horse").user.id  # follows 3 authors
-        return backend.feed.home(user, limit=50), client, user
+        return backend.feed.home(user, limit=50), backend.ranking, user
     finally:
         backend.close()
 
@@ -142,7 +144,8 @@ def test_the_feed_is_ranked_by_the_served_model(loop: dict) -> None:
     assert served != chronological[: len(served)]  # the model, not recency, ordered them
     assert len(set(scores)) > 1
 
-    in_process, _, _ = _feed(loop, load_in_process_ranker(loop["run"] / "export"))
+    onnx = {"kind": "onnx", "export_dir": str(loop["run"] / "export"), "timeout_ms": 5_000}
+    in_process, _, _ = _feed(loop, None, ranker=onnx)  # the backend's ranker.kind=onnx setting
     assert in_process["ranked_by"] == "onnx"
     assert [i["id"] for i in in_process["items"]] == served
 

@@ -161,6 +161,16 @@ def settings_from_mapping(values: Mapping[str, Any] | None = None) -> BackendSet
             f"backend settings: ranker.kind must be 'chronological', 'http' or 'onnx', "
             f"got {settings.ranker.kind!r}"
         )
+    if settings.ranker.kind == "onnx" and not settings.ranker.export_dir:
+        raise ValueError(
+            "backend settings: ranker.kind=onnx needs ranker.export_dir (the folder written by "
+            "`recsys export export.run_dir=RUN`, i.e. RUN/export)"
+        )
+    if settings.ranker.kind == "http" and not settings.ranker.url:
+        raise ValueError(
+            "backend settings: ranker.kind=http needs ranker.url (e.g. "
+            "http://127.0.0.1:8500/rank of `recsys serve`)"
+        )
     unknown_codecs = sorted(set(settings.media.video_codecs) - {"h264", "av1"})
     if unknown_codecs:
         raise ValueError(
