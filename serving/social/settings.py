@@ -68,7 +68,9 @@ class MediaSettings:
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
     ffmpeg_timeout_s: float = 300.0
-    cache_max_age_s: int = 31_536_000  # blobs are content-addressed: cache for a year
+    cache_max_age_s: int = 31_536_000  # upper bound of a blob's max-age (its URL expires first)
+    url_ttl_s: int = 3_600  # signed blob URLs are valid for between half and all of this
+    url_secret: str = ""  # HMAC key of blob URLs; default: random, kept in {data_dir}/blob-url.key
 
 
 @dataclass

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from serving.social.cachekeys import graph_key
 from serving.social.context import Context
-from serving.social.domain import BadRequest, Conflict, Event, Unauthorized, User
+from serving.social.domain import BadRequest, Conflict, Event, NotFound, Unauthorized, User
 from serving.social.services.shared import existing_user
 from serving.social.storage.interfaces import MetadataTx
 
@@ -128,9 +128,13 @@ class AccountService:
 
     # --- profiles -----------------------------------------------------------------------------
 
-    def profile(self, user_id: int) -> dict[str, object]:
-        with self.ctx.storage.metadata.transaction() as tx:
+    def profile(self, viewer_id: int, user_id: int) -> dict[str, object]:
+        """``user_id``'s profile as ``viewer_id`` sees it: 404 (as if missing) when either
+        blocked the other."""
+        with self.ctx.storage.metadata.reading() as tx:
             user = existing_user(tx, user_id)
+            if user_id != viewer_id and user_id in tx.blocked_either_way(viewer_id):
+                raise NotFound(f"user {user_id} not found", field="user_id")
             return {
                 "id": user.id,
                 "username": user.username,

@@ -25,6 +25,7 @@ from serving.social.media import MediaProcessingError
 from serving.social.media.images import RenditionFile, process_image
 from serving.social.media.sniff import inspect_upload
 from serving.social.media.video import RenditionPath, process_video
+from serving.social.services.shared import media_visible
 from serving.social.views import media_view
 
 log = logging.getLogger(__name__)
@@ -59,19 +60,19 @@ class MediaService:
             if key is not None and not key_existed:
                 blobs.delete(key)
             raise
-        return media_view(media)
+        return media_view(media, self.ctx.urls)
 
     def get(self, viewer_id: int, media_id: int) -> dict[str, Any]:
-        """Anyone signed in may read a ready item; processing or failed ones only their owner."""
-        with self.ctx.storage.metadata.transaction() as tx:
+        """The item as ``viewer_id`` may see it (:func:`~.shared.media_visible`: the owner, or
+        a viewer of the post or active story that shows it); 404 otherwise, as if missing."""
+        with self.ctx.storage.metadata.reading() as tx:
             media = tx.get_media(media_id)
-        if (
-            media is None
-            or media.status == "deleted"
-            or (media.status != "ready" and media.owner_id != viewer_id)
-        ):
+            visible = media is not None and media_visible(
+                tx, viewer_id, media, self.ctx.clock.now()
+            )
+        if not visible or media is None:
             raise NotFound(f"media {media_id} not found", field="media_id")
-        return media_view(media)
+        return media_view(media, self.ctx.urls)
 
     # --- worker side --------------------------------------------------------------------------
 

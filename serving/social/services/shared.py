@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol, TypeVar
 
-from serving.social.domain import Conflict, Forbidden, Media, NotFound, Post, User
+from serving.social.domain import Conflict, Forbidden, Media, NotFound, Post, Story, User
 from serving.social.storage.interfaces import MetadataTx
 
 
@@ -59,3 +59,32 @@ def visible_post(tx: MetadataTx, viewer_id: int, post_id: int) -> Post:
     if post is None or post.author_id in tx.blocked_either_way(viewer_id):
         raise NotFound(f"post {post_id} not found", field="post_id")
     return post
+
+
+def story_visible(tx: MetadataTx, viewer_id: int, story: Story, now: float) -> bool:
+    """Whether ``viewer_id`` may see ``story``: it is active (``expires_at > now``) and the
+    viewer is its author, or follows the author and neither blocked the other."""
+    if story.expires_at <= now:
+        return False
+    if story.author_id == viewer_id:
+        return True
+    return story.author_id not in tx.blocked_either_way(viewer_id) and tx.is_following(
+        viewer_id, story.author_id
+    )
+
+
+def media_visible(tx: MetadataTx, viewer_id: int, media: Media, now: float) -> bool:
+    """Whether ``viewer_id`` may see media item ``media``: its owner always (until deleted);
+    anyone else only a ready item shown by something they may see: a live post whose author
+    and the viewer did not block one another, or an active story under :func:`story_visible`.
+    Media of a deleted post, an expired story, or attached to nothing is its owner's alone."""
+    if media.status == "deleted":
+        return False
+    if media.owner_id == viewer_id:
+        return True
+    if media.status != "ready":
+        return False
+    posts = tx.posts_with_media(media.id)
+    if posts and any(p.author_id not in tx.blocked_either_way(viewer_id) for p in posts):
+        return True
+    return any(story_visible(tx, viewer_id, st, now) for st in tx.stories_with_media(media.id))

@@ -17,7 +17,7 @@ from typing import Any
 
 from serving.social.context import Context
 from serving.social.domain import Event, NotFound, Story
-from serving.social.services.shared import authored_by, owned_ready_media
+from serving.social.services.shared import authored_by, owned_ready_media, story_visible
 from serving.social.views import media_view
 
 STREAM = "stories"
@@ -153,12 +153,7 @@ class StoryService:
         now = self.ctx.clock.now()
         with self.ctx.storage.metadata.transaction() as tx:
             story = tx.get_story(story_id)
-            if story is None or story.expires_at <= now:
-                raise NotFound(f"story {story_id} not found or expired", field="story_id")
-            if story.author_id != viewer_id and (
-                story.author_id in tx.blocked_either_way(viewer_id)
-                or not tx.is_following(viewer_id, story.author_id)
-            ):
+            if story is None or not story_visible(tx, viewer_id, story, now):
                 raise NotFound(f"story {story_id} not found or expired", field="story_id")
         return story
 
@@ -169,7 +164,7 @@ class StoryService:
             "created_at": story.created_at,
             "expires_at": story.expires_at,
             "seen": seen,
-            "media": media_view(media) if media is not None else None,
+            "media": media_view(media, self.ctx.urls) if media is not None else None,
         }
 
 

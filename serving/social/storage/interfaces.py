@@ -147,6 +147,10 @@ class MetadataTx(Protocol):
         """Each author's newest live posts (id < before_id when given), newest first overall."""
         ...
 
+    def posts_with_media(self, media_id: int) -> list[Post]:
+        """The live posts showing media item ``media_id``, oldest first."""
+        ...
+
     # media
     def create_media(
         self, owner_id: int, kind: str, content_type: str, raw_key: str | None, now: float
@@ -176,6 +180,15 @@ class MetadataTx(Protocol):
 
     def active_stories(self, author_ids: Sequence[int], now: float) -> list[Story]:
         """Stories with ``expires_at > now`` (strictly), oldest first."""
+        ...
+
+    def stories_with_media(self, media_id: int) -> list[Story]:
+        """The stories (expired or not) showing media item ``media_id``, oldest first."""
+        ...
+
+    def active_stories_page(self, now: float, after_id: int, limit: int) -> list[Story]:
+        """Every author's stories with ``expires_at > now`` and id > ``after_id``, by id, at
+        most ``limit``."""
         ...
 
     def expired_uncleaned_stories(self, now: float, limit: int) -> list[Story]:

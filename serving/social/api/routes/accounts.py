@@ -64,12 +64,12 @@ def logout(
 
 @router.get("/v1/users/me", tags=["accounts"])
 def me(backend: BackendDep, user_id: Reader) -> dict[str, Any]:
-    return backend.accounts.profile(user_id)
+    return backend.accounts.profile(user_id, user_id)
 
 
 @router.get("/v1/users/{target}", tags=["accounts"])
 def profile(target: Id, backend: BackendDep, user_id: Reader) -> dict[str, Any]:
-    return backend.accounts.profile(target)
+    return backend.accounts.profile(user_id, target)
 
 
 # --- the graph: PUT adds an edge, DELETE removes it ---------------------------------------

@@ -1,20 +1,22 @@
 """Media: uploads (``POST /v1/media``, processed in the background: 202), their status
 (``/v1/media/{media_id}``) and the stored blobs (``/v1/blobs/{key}``).
 
-A blob is served with ``Cache-Control: public, max-age=..., immutable`` and its key as ETag (a
-key never changes content), and answers 304 to a matching ``If-None-Match``.
+A blob is served only through the signed, expiring URL a read of its media item handed out
+(:mod:`serving.social.blobsign`; 403 otherwise), with ``Cache-Control: private, max-age=<the
+seconds the URL has left>`` and its key as ETag (a key never changes content), and answers 304
+to a matching ``If-None-Match``.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Header, Request, Response, UploadFile
+from fastapi import APIRouter, File, Header, Query, Request, Response, UploadFile
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
 from serving.social.api.deps import BackendDep, Id, Reader, Uploader
-from serving.social.domain import NotFound, PayloadTooLarge
+from serving.social.domain import MAX_ID, NotFound, PayloadTooLarge
 from serving.social.media.sniff import CONTENT_TYPES, detect_format
 
 router = APIRouter(tags=["media"])
@@ -55,9 +57,13 @@ def media_status(media_id: Id, backend: BackendDep, user_id: Reader) -> dict[str
 def blob(
     key: str,
     backend: BackendDep,
+    exp: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    sig: Annotated[str | None, Query(max_length=64)] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    cache = f"public, max-age={backend.settings.media.cache_max_age_s}, immutable"
+    left = backend.ctx.urls.check(key, exp, sig)
+    max_age = min(int(left), backend.settings.media.cache_max_age_s)
+    cache = f"private, max-age={max_age}"
     etag = f'"{key}"'
     if not backend.storage.blobs.exists(key):
         raise NotFound(f"blob {key} not found", field="key")
