@@ -7,16 +7,22 @@
   ``reads``, ``writes`` or ``uploads`` bucket (429 with ``Retry-After`` when it is empty), and
   :func:`auth_limited` limits registration and login per client address (bucket ``auth``);
 - :data:`Id` (a path id) and the pagination parameters :data:`PageLimit`,
-  :data:`BeforeIdCursor`, :data:`OffsetCursor`, :data:`FeedLimit` and :data:`FeedCursor`.
+  :data:`BeforeIdCursor`, :data:`OffsetCursor`, :data:`FeedLimit` and :data:`FeedCursor`;
+- :class:`Body`, the base of every JSON request body (strict types: ``true`` is not an integer,
+  ``"1"`` is not a number), with :data:`Text` (a string without NUL characters or lone
+  surrogates, which PostgreSQL cannot store: a 422 naming the field on every storage) and
+  :data:`BodyId`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Annotated, Literal
 
 from fastapi import Depends, Header, Path, Query, Request
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from serving.social.backend import Backend
 from serving.social.domain import MAX_ID, RateLimited, Unauthorized
@@ -24,12 +30,15 @@ from serving.social.domain import MAX_ID, RateLimited, Unauthorized
 __all__ = [
     "BackendDep",
     "BeforeIdCursor",
+    "Body",
+    "BodyId",
     "FeedCursor",
     "FeedLimit",
     "Id",
     "OffsetCursor",
     "PageLimit",
     "Reader",
+    "Text",
     "Uploader",
     "Writer",
     "auth_limited",
@@ -41,6 +50,35 @@ __all__ = [
 #: A path id: a positive integer that fits the databases' BIGINT (larger ones are a 422, not a
 #: driver overflow).
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+#: An id in a JSON body (same bounds as :data:`Id`).
+BodyId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+#: What no stored text may contain: NUL (PostgreSQL text cannot hold it) and lone UTF-16
+#: surrogates (not encodable as UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: str) -> str:
+    if _UNSTORABLE.search(value):
+        raise ValueError("must not contain NUL characters or lone surrogates")
+    return value
+
+
+#: A string field of a request body that every storage can hold.
+Text = Annotated[
+    str,
+    AfterValidator(_storable),
+    Field(json_schema_extra={"pattern": "^[^\\u0000\\ud800-\\udfff]*$"}),
+]
+
+
+class Body(BaseModel):
+    """Base of the JSON request bodies: strict types, so a boolean is not accepted as an
+    integer nor a number as a string."""
+
+    model_config = ConfigDict(strict=True)
+
 
 #: Page size of a listing (an author's posts, a post's comments).
 PageLimit = Annotated[int, Query(ge=1, le=100)]

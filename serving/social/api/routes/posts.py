@@ -6,17 +6,27 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from serving.social.api.deps import BackendDep, BeforeIdCursor, Id, PageLimit, Reader, Writer
+from serving.social.api.deps import (
+    BackendDep,
+    BeforeIdCursor,
+    Body,
+    BodyId,
+    Id,
+    PageLimit,
+    Reader,
+    Text,
+    Writer,
+)
 
 router = APIRouter(tags=["posts"])
 
 
-class PostIn(BaseModel):
-    caption: str = Field("", max_length=10_000)
-    media_id: Id | None = Field(None, ge=1)
-    topic: str = Field("", max_length=64)
+class PostIn(Body):
+    caption: Text = Field("", max_length=10_000)
+    media_id: BodyId | None = None
+    topic: Text = Field("", max_length=64)
 
 
 @router.get("/v1/users/{target}/posts")

@@ -6,15 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 
-from serving.social.api.deps import BackendDep, Id, Reader, Writer
+from serving.social.api.deps import BackendDep, Body, BodyId, Id, Reader, Writer
 
 router = APIRouter(tags=["stories"])
 
 
-class StoryIn(BaseModel):
-    media_id: Id = Field(ge=1)
+class StoryIn(Body):
+    media_id: BodyId
 
 
 @router.post("/v1/stories", status_code=201)
