@@ -79,6 +79,16 @@ class RateLimited(BackendError):
         self.retry_after = retry_after
 
 
+class Unavailable(BackendError):
+    """A dependency the request needs (Redis) is down: retry after ``retry_after`` seconds."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 # --- records ------------------------------------------------------------------------------------
 
 

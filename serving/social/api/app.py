@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.social.api.routes import ROUTERS
 from serving.social.backend import Backend, open_backend
-from serving.social.domain import BackendError, RateLimited, Unauthorized
+from serving.social.domain import BackendError, RateLimited, Unauthorized, Unavailable
 from serving.social.settings import BackendSettings
 from serving.social.workers import Workers
 
@@ -83,7 +83,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if error.field:
             body["field"] = error.field
         headers = {}
-        if isinstance(error, RateLimited):
+        if isinstance(error, RateLimited | Unavailable):
             headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
         if isinstance(error, Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"

@@ -128,9 +128,10 @@ def _take_token(backend: Backend, bucket: Bucket, key: str) -> None:
     wait = backend.storage.limiter.acquire(
         f"{bucket}:{key}", config.capacity, config.refill_per_s, backend.ctx.clock.now()
     )
-    if wait > 0:
+    if wait != 0:  # -1: a bucket that never refills is empty
+        retry = wait if wait > 0 else 3_600.0
         raise RateLimited(
-            f"too many {bucket} requests; retry in {math.ceil(wait)} s", retry_after=wait
+            f"too many {bucket} requests; retry in {math.ceil(retry)} s", retry_after=retry
         )
 
 

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 from serving.social.cachekeys import graph_key
 from serving.social.context import Context
-from serving.social.domain import BadRequest, Conflict, Event, NotFound, Unauthorized, User
+from serving.social.domain import (
+    BadRequest,
+    Conflict,
+    Event,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    User,
+)
 from serving.social.services.shared import existing_user
 from serving.social.storage.interfaces import MetadataTx
 
@@ -165,8 +173,13 @@ class AccountService:
         cached follow graph of these users is dropped."""
         with self.ctx.storage.metadata.transaction() as tx:
             yield tx
-        for user_id in user_ids:
-            self.ctx.storage.cache.delete(graph_key(user_id))
+        try:
+            for user_id in user_ids:
+                self.ctx.storage.cache.delete(graph_key(user_id))
+        except Unavailable:
+            # Committed. A Redis that lost its data lost the entry too; one that kept it keeps
+            # a stale graph for at most GRAPH_TTL_S (the feed filters on it meanwhile).
+            pass
 
     def follow(self, follower_id: int, followee_id: int) -> bool:
         """True if the follow is new. Backfill happens in the fanout worker."""

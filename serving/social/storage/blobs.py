@@ -136,6 +136,11 @@ class LocalBlobStore:
             return False
         return True
 
+    def check(self) -> None:
+        """Raises ``OSError`` unless the root folder exists and is writable."""
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
+            raise OSError(f"blob folder {self.root} is missing or not writable")
+
     def keys(self) -> Iterator[str]:
         """Every stored key (in no particular order); temporary files are skipped."""
         for first in _subdirs(self.root):

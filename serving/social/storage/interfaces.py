@@ -298,8 +298,9 @@ class TimelineStore(Protocol):
 
 
 class StoryCache(Protocol):
-    """Active-story trays: per author the live story ids with their expiry, and per viewer the
-    story ids seen. Reads filter on ``expires_at > now`` themselves."""
+    """Active-story trays: per author the live story ids with their expiry, a cache of the
+    metadata store's stories (rebuilt from it when lost: :meth:`is_built`). Reads filter on
+    ``expires_at > now`` themselves."""
 
     def add(self, story: Story) -> None: ...
 
@@ -312,9 +313,12 @@ class StoryCache(Protocol):
         that have at least one active story."""
         ...
 
-    def mark_seen(self, viewer_id: int, story_id: int, expires_at: float) -> None: ...
+    def is_built(self) -> bool:
+        """False when the trays may have lost entries (a Redis restart or flush) and must be
+        rebuilt from the metadata store before they are read."""
+        ...
 
-    def seen(self, viewer_id: int, story_ids: Sequence[int]) -> set[int]: ...
+    def mark_built(self) -> None: ...
 
 
 class KeyValueCache(Protocol):

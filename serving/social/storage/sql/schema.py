@@ -268,16 +268,6 @@ story_tray = Table(
     Index(None, "expires_at"),
 )
 
-story_seen = Table(
-    "story_seen",
-    metadata,
-    Column("viewer_id", BigInteger, nullable=False),
-    Column("story_id", BigInteger, nullable=False),
-    Column("expires_at", Double, nullable=False),
-    PrimaryKeyConstraint("viewer_id", "story_id"),
-    Index(None, "story_id"),
-)
-
 kv_cache = Table(
     "kv_cache",
     metadata,

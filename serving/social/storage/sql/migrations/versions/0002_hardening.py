@@ -1,5 +1,6 @@
 """Hardening: indexes to find what a media item is attached to (its visibility follows the post
-or story showing it), and the idempotency keys of writes.
+or story showing it), the idempotency keys of writes, and no ``story_seen`` (the seen marks of
+stories are ``story_views``, the durable record of every view).
 
 Revision ID: 0002_hardening
 Revises: 0001_initial
@@ -40,9 +41,19 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
+    op.drop_index("ix_story_seen_story_id", table_name="story_seen")
+    op.drop_table("story_seen")
 
 
 def downgrade() -> None:
+    op.create_table(
+        "story_seen",
+        sa.Column("viewer_id", sa.BigInteger(), nullable=False),
+        sa.Column("story_id", sa.BigInteger(), nullable=False),
+        sa.Column("expires_at", sa.Double(), nullable=False),
+        sa.PrimaryKeyConstraint("viewer_id", "story_id", name="pk_story_seen"),
+    )
+    op.create_index("ix_story_seen_story_id", "story_seen", ["story_id"])
     op.drop_index("ix_idempotency_keys_created_at", table_name="idempotency_keys")
     op.drop_table("idempotency_keys")
     op.drop_index("ix_stories_media_id", table_name="stories")
