@@ -179,6 +179,25 @@ class InteractionEvent:
 
 
 @dataclass(frozen=True)
+class IdempotencyKey:
+    """The ``Idempotency-Key`` a user sent with a write: a retry with the same key gets the
+    first answer back and creates nothing."""
+
+    user_id: int
+    key: str
+
+
+@dataclass(frozen=True)
+class IdempotentAnswer:
+    """What the store kept of the first write under an :class:`IdempotencyKey`: what the write
+    was (``scope``, e.g. ``posts.create``), a hash of its input, and its answer (JSON)."""
+
+    scope: str
+    fingerprint: str
+    response: str
+
+
+@dataclass(frozen=True)
 class Event:
     """A message between services: written to the outbox with the change it describes, relayed
     to the bus stream ``stream`` (``posts``, ``graph``, ``media``, ``stories``)."""

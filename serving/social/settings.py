@@ -92,6 +92,7 @@ class ServerSettings:
     port: int = 8000
     workers_in_process: bool = True  # run fanout/media/cleanup workers as threads of serve
     poll_interval_s: float = 0.2
+    idempotency_ttl_s: float = 86_400.0  # how long a retry with an Idempotency-Key is answered
 
 
 @dataclass

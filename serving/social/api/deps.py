@@ -11,7 +11,9 @@
 - :class:`Body`, the base of every JSON request body (strict types: ``true`` is not an integer,
   ``"1"`` is not a number), with :data:`Text` (a string without NUL characters or lone
   surrogates, which PostgreSQL cannot store: a 422 naming the field on every storage) and
-  :data:`BodyId`.
+  :data:`BodyId`;
+- :data:`IdempotencyHeader` and :func:`idempotency`: the optional ``Idempotency-Key`` of a
+  write.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from fastapi import Depends, Header, Path, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from serving.social.backend import Backend
-from serving.social.domain import MAX_ID, RateLimited, Unauthorized
+from serving.social.domain import MAX_ID, IdempotencyKey, RateLimited, Unauthorized
 
 __all__ = [
     "BackendDep",
@@ -35,6 +37,7 @@ __all__ = [
     "FeedCursor",
     "FeedLimit",
     "Id",
+    "IdempotencyHeader",
     "OffsetCursor",
     "PageLimit",
     "Reader",
@@ -45,6 +48,7 @@ __all__ = [
     "bearer_token",
     "current_user",
     "get_backend",
+    "idempotency",
 ]
 
 #: A path id: a positive integer that fits the databases' BIGINT (larger ones are a 422, not a
@@ -78,6 +82,25 @@ class Body(BaseModel):
     integer nor a number as a string."""
 
     model_config = ConfigDict(strict=True)
+
+
+#: The optional ``Idempotency-Key`` header of a write: 1-128 visible ASCII characters (a UUID
+#: is typical). A retry with the same key gets the first answer back and creates nothing.
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[!-~]+$",
+        description="retries with the same key return the first answer, creating nothing",
+    ),
+]
+
+
+def idempotency(user_id: int, header: str | None) -> IdempotencyKey | None:
+    """The caller's idempotency key of this write, or None when the header is absent."""
+    return IdempotencyKey(user_id, header) if header is not None else None
 
 
 #: Page size of a listing (an author's posts, a post's comments).

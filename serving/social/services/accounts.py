@@ -134,6 +134,13 @@ class AccountService:
         with self.ctx.storage.metadata.transaction() as tx:
             tx.revoke_token(token_hash(token))
 
+    def purge_idempotency_keys(self) -> int:
+        """Deletes idempotency keys older than ``server.idempotency_ttl_s`` (a retry after that
+        is a new write); returns how many. Run by the cleanup job."""
+        before = self.ctx.clock.now() - self.ctx.settings.server.idempotency_ttl_s
+        with self.ctx.storage.metadata.transaction() as tx:
+            return tx.purge_idempotency_keys(before)
+
     # --- profiles -----------------------------------------------------------------------------
 
     def profile(self, viewer_id: int, user_id: int) -> dict[str, object]:

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from serving.social.context import Context
-from serving.social.domain import Event, NotFound, Rendition
+from serving.social.domain import Event, IdempotencyKey, NotFound, Rendition
 from serving.social.media import MediaProcessingError
 from serving.social.media.images import RenditionFile, process_image
 from serving.social.media.sniff import inspect_upload
 from serving.social.media.video import RenditionPath, process_video
-from serving.social.services.shared import media_visible
+from serving.social.services.shared import media_visible, remember, replayed
 from serving.social.views import media_view
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,17 @@ class MediaService:
 
     # --- API side -----------------------------------------------------------------------------
 
-    def upload(self, owner_id: int, data: bytes, declared_content_type: str | None) -> dict:
+    def upload(
+        self,
+        owner_id: int,
+        data: bytes,
+        declared_content_type: str | None,
+        *,
+        idempotency: IdempotencyKey | None = None,
+    ) -> dict:
         """Validates and stores the original; returns the media view (status ``processing``).
         Raises a 4xx :class:`~serving.social.domain.BackendError` for bad input, storing
-        nothing."""
+        nothing. A retry with the same ``idempotency`` key answers the first upload again."""
         info = inspect_upload(data, declared_content_type, self.ctx.settings.media)
         blobs = self.ctx.storage.blobs
         key_existed = False
@@ -53,14 +60,18 @@ class MediaService:
             key_existed = blobs.exists(hashlib.sha256(data).hexdigest())
             key = blobs.put(data)
             with self.ctx.storage.metadata.transaction() as tx:
+                request = {"sha256": key, "content_type": info.content_type}
+                prior = replayed(tx, idempotency, "media.upload", request, now)
+                if prior is not None:
+                    return prior
                 media = tx.create_media(owner_id, info.kind, info.content_type, key, now)
                 tx.add_outbox(Event(STREAM, "media.uploaded", {"media_id": media.id}, ts=now))
                 tx.touch_user(owner_id, now)
+                return remember(tx, idempotency, media_view(media, self.ctx.urls))
         except BaseException:
             if key is not None and not key_existed:
                 blobs.delete(key)
             raise
-        return media_view(media, self.ctx.urls)
 
     def get(self, viewer_id: int, media_id: int) -> dict[str, Any]:
         """The item as ``viewer_id`` may see it (:func:`~.shared.media_visible`: the owner, or

@@ -3,9 +3,20 @@ module (which imports no service)."""
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+import hashlib
+import json
+from typing import Any, Protocol, TypeVar
 
-from serving.social.domain import Conflict, Forbidden, Media, NotFound, Post, Story, User
+from serving.social.domain import (
+    Conflict,
+    Forbidden,
+    IdempotencyKey,
+    Media,
+    NotFound,
+    Post,
+    Story,
+    User,
+)
 from serving.social.storage.interfaces import MetadataTx
 
 
@@ -88,3 +99,33 @@ def media_visible(tx: MetadataTx, viewer_id: int, media: Media, now: float) -> b
     if posts and any(p.author_id not in tx.blocked_either_way(viewer_id) for p in posts):
         return True
     return any(story_visible(tx, viewer_id, st, now) for st in tx.stories_with_media(media.id))
+
+
+def replayed(
+    tx: MetadataTx, key: IdempotencyKey | None, scope: str, request: Any, now: float
+) -> dict[str, Any] | None:
+    """The first answer to a write retried with the same ``Idempotency-Key``, or None when
+    there is no key or it is new (then this transaction takes it: call :func:`remember` with the
+    answer before it commits). ``scope`` names the write (``posts.create``) and ``request`` its
+    input (JSON-able); the same key sent with another write or other input is a 409 (field
+    ``Idempotency-Key``), never a silent replay of something else."""
+    if key is None:
+        return None
+    encoded = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
+    fingerprint = hashlib.sha256(encoded).hexdigest()
+    prior = tx.claim_idempotency_key(key, scope, fingerprint, now)
+    if prior is None:
+        return None
+    if prior.scope != scope or prior.fingerprint != fingerprint:
+        raise Conflict(
+            "this Idempotency-Key was used with a different request", field="Idempotency-Key"
+        )
+    return json.loads(prior.response)
+
+
+def remember(tx: MetadataTx, key: IdempotencyKey | None, answer: dict[str, Any]) -> dict[str, Any]:
+    """Stores ``answer`` under ``key`` (taken by :func:`replayed` in this transaction, so both
+    commit together or not at all); returns ``answer``."""
+    if key is not None:
+        tx.store_idempotent_answer(key, json.dumps(answer, separators=(",", ":")))
+    return answer

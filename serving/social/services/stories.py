@@ -22,8 +22,14 @@ import contextlib
 from typing import Any
 
 from serving.social.context import Context
-from serving.social.domain import Event, NotFound, Story, Unavailable
-from serving.social.services.shared import authored_by, owned_ready_media, story_visible
+from serving.social.domain import Event, IdempotencyKey, NotFound, Story, Unavailable
+from serving.social.services.shared import (
+    authored_by,
+    owned_ready_media,
+    remember,
+    replayed,
+    story_visible,
+)
 from serving.social.views import media_view
 
 STREAM = "stories"
@@ -36,16 +42,22 @@ class StoryService:
 
     # --- writes -------------------------------------------------------------------------------
 
-    def post(self, author_id: int, media_id: int) -> dict[str, Any]:
+    def post(
+        self, author_id: int, media_id: int, *, idempotency: IdempotencyKey | None = None
+    ) -> dict[str, Any]:
+        """A new story; a retry with the same ``idempotency`` key answers the first again."""
         now = self.ctx.clock.now()
         with self.ctx.storage.metadata.transaction() as tx:
+            prior = replayed(tx, idempotency, "stories.create", {"media_id": media_id}, now)
+            if prior is not None:
+                return prior
             media = owned_ready_media(tx, author_id, media_id)
             story = tx.create_story(author_id, media_id, now, now + self.ctx.settings.stories.ttl_s)
             # The tray cache is written below; the outbox event re-adds it (idempotently) if this
             # process dies between the commit and the cache write.
             tx.add_outbox(Event(STREAM, "story.created", _story_payload(story), ts=now))
             tx.touch_user(author_id, now)
-            view = self._story_view(story, media, seen=True)
+            view = remember(tx, idempotency, self._story_view(story, media, seen=True))
         # Stored: while Redis is down, the outbox event adds it to the tray once Redis is back.
         with contextlib.suppress(Unavailable):
             self.ctx.storage.stories.add(story)

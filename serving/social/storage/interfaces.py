@@ -30,6 +30,8 @@ from typing import Protocol, TypedDict, Unpack
 from serving.social.domain import (
     Comment,
     Event,
+    IdempotencyKey,
+    IdempotentAnswer,
     InteractionEvent,
     Media,
     MediaStatus,
@@ -230,6 +232,20 @@ class MetadataTx(Protocol):
 
     # outbox
     def add_outbox(self, event: Event) -> None: ...
+
+    # idempotency keys of writes
+    def claim_idempotency_key(
+        self, key: IdempotencyKey, scope: str, fingerprint: str, now: float
+    ) -> IdempotentAnswer | None:
+        """None when ``key`` is new (now taken by this transaction; a concurrent transaction
+        with the same key waits for this one), else the answer a committed write stored."""
+        ...
+
+    def store_idempotent_answer(self, key: IdempotencyKey, response: str) -> None: ...
+
+    def purge_idempotency_keys(self, before: float, limit: int = 10_000) -> int:
+        """Deletes up to ``limit`` keys created before ``before``; returns how many."""
+        ...
 
 
 class MetadataStore(Protocol):

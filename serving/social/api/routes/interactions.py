@@ -15,11 +15,13 @@ from serving.social.api.deps import (
     Body,
     BodyId,
     Id,
+    IdempotencyHeader,
     OffsetCursor,
     PageLimit,
     Reader,
     Text,
     Writer,
+    idempotency,
 )
 from serving.social.services.interactions import (
     EVENT_ID,
@@ -82,8 +84,15 @@ _add_action_routes()
 
 
 @router.post("/v1/posts/{post_id}/comments", status_code=201)
-def comment(post_id: Id, body: CommentIn, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
-    return backend.interactions.comment(user_id, post_id, body.text)
+def comment(
+    post_id: Id,
+    body: CommentIn,
+    backend: BackendDep,
+    user_id: Writer,
+    idempotency_key: IdempotencyHeader = None,
+) -> dict[str, Any]:
+    key = idempotency(user_id, idempotency_key)
+    return backend.interactions.comment(user_id, post_id, body.text, idempotency=key)
 
 
 @router.get("/v1/posts/{post_id}/comments")

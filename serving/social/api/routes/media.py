@@ -15,7 +15,7 @@ from fastapi import APIRouter, File, Header, Query, Request, Response, UploadFil
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
-from serving.social.api.deps import BackendDep, Id, Reader, Uploader
+from serving.social.api.deps import BackendDep, Id, IdempotencyHeader, Reader, Uploader, idempotency
 from serving.social.domain import MAX_ID, NotFound, PayloadTooLarge
 from serving.social.media.sniff import CONTENT_TYPES, detect_format
 
@@ -36,6 +36,7 @@ async def upload(
     backend: BackendDep,
     user_id: Uploader,
     file: Annotated[UploadFile, File(description="an image (JPEG, PNG, WebP, HEIC) or video")],
+    idempotency_key: IdempotencyHeader = None,
 ) -> dict[str, Any]:
     media = backend.settings.media
     limit = max(media.max_image_bytes, media.max_video_bytes)
@@ -45,7 +46,10 @@ async def upload(
     data = await file.read(limit + 1)
     if len(data) > limit:
         raise PayloadTooLarge(f"upload larger than {limit} bytes", field="file")
-    return await run_in_threadpool(backend.media.upload, user_id, data, file.content_type)
+    key = idempotency(user_id, idempotency_key)
+    return await run_in_threadpool(
+        backend.media.upload, user_id, data, file.content_type, idempotency=key
+    )
 
 
 @router.get("/v1/media/{media_id}")

@@ -14,10 +14,12 @@ from serving.social.api.deps import (
     Body,
     BodyId,
     Id,
+    IdempotencyHeader,
     PageLimit,
     Reader,
     Text,
     Writer,
+    idempotency,
 )
 
 router = APIRouter(tags=["posts"])
@@ -41,8 +43,16 @@ def user_posts(
 
 
 @router.post("/v1/posts", status_code=201)
-def create_post(body: PostIn, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
-    return backend.posts.create(user_id, body.caption, body.media_id, body.topic)
+def create_post(
+    body: PostIn, backend: BackendDep, user_id: Writer, idempotency_key: IdempotencyHeader = None
+) -> dict[str, Any]:
+    return backend.posts.create(
+        user_id,
+        body.caption,
+        body.media_id,
+        body.topic,
+        idempotency=idempotency(user_id, idempotency_key),
+    )
 
 
 @router.get("/v1/posts/{post_id}")

@@ -235,7 +235,6 @@ idempotency_keys = Table(
     Column("key", String(128), nullable=False),
     Column("scope", String(64), nullable=False),
     Column("fingerprint", String(64), nullable=False),
-    Column("status", Integer, nullable=False),
     Column("response", Text, nullable=False),
     Column("created_at", Double, nullable=False),
     PrimaryKeyConstraint("user_id", "key"),

@@ -29,7 +29,6 @@ def upgrade() -> None:
         sa.Column("key", sa.String(128), nullable=False),
         sa.Column("scope", sa.String(64), nullable=False),
         sa.Column("fingerprint", sa.String(64), nullable=False),
-        sa.Column("status", sa.Integer(), nullable=False),
         sa.Column("response", sa.Text(), nullable=False),
         sa.Column("created_at", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("user_id", "key", name="pk_idempotency_keys"),
