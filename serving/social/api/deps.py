@@ -5,7 +5,8 @@
 - :func:`current_user`: the user id behind ``Authorization: Bearer <token>``;
   :data:`Reader`, :data:`Writer` and :data:`Uploader` are that user after a token from the
   ``reads``, ``writes`` or ``uploads`` bucket (429 with ``Retry-After`` when it is empty), and
-  :func:`auth_limited` limits registration and login per client address (bucket ``auth``);
+  :func:`auth_limited` limits registration and login per client address (bucket ``auth``;
+  :func:`client_address` believes ``X-Forwarded-For`` only from ``server.trusted_proxies``);
 - :data:`Id` (a path id) and the pagination parameters :data:`PageLimit`,
   :data:`BeforeIdCursor`, :data:`OffsetCursor`, :data:`FeedLimit` and :data:`FeedCursor`;
 - :class:`Body`, the base of every JSON request body (strict types: ``true`` is not an integer,
@@ -18,6 +19,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable
@@ -46,6 +48,7 @@ __all__ = [
     "Writer",
     "auth_limited",
     "bearer_token",
+    "client_address",
     "current_user",
     "get_backend",
     "idempotency",
@@ -168,10 +171,38 @@ def _limited(bucket: Bucket) -> Callable[[Request, int], int]:
     return dependency
 
 
+def _trusted(address: str, proxies: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(proxy, strict=False) for proxy in proxies)
+
+
+def client_address(request: Request) -> str:
+    """The address of the client behind the request: the peer, unless the peer is one of
+    ``server.trusted_proxies``; then the right-most ``X-Forwarded-For`` entry that is not a
+    trusted proxy (entries to its left were written by the client and may be forged)."""
+    peer = request.client.host if request.client else "unknown"
+    proxies = get_backend(request).settings.server.trusted_proxies
+    if not proxies or not _trusted(peer, proxies):
+        return peer
+    chain = [
+        hop.strip()
+        for header in request.headers.getlist("x-forwarded-for")
+        for hop in header.split(",")
+        if hop.strip()
+    ]
+    for hop in reversed(chain):
+        if not _trusted(hop, proxies):
+            return hop[:64]
+    return chain[0][:64] if chain else peer
+
+
 def auth_limited(request: Request) -> None:
-    """Limits registration and login per client address (bucket ``auth``)."""
-    client = request.client.host if request.client else "unknown"
-    _take_token(get_backend(request), "auth", client)
+    """Limits registration and login per client address (bucket ``auth``, shared by both: a
+    registration answers whether a username is taken, so it is throttled like a login)."""
+    _take_token(get_backend(request), "auth", client_address(request))
 
 
 Writer = Annotated[int, Depends(_limited("writes"))]
