@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from serving.social.context import Context
 from serving.social.domain import Event, IdempotencyKey, NotFound, Rendition
 from serving.social.media import MediaProcessingError
 from serving.social.media.images import RenditionFile, process_image
-from serving.social.media.sniff import inspect_upload
+from serving.social.media.sniff import ALLOWED_IMAGE_FORMATS, detect_format, inspect_upload
 from serving.social.media.video import RenditionPath, process_video
 from serving.social.services.shared import media_visible, remember, replayed
+from serving.social.storage.blobs import stream_digest
 from serving.social.views import media_view
 
 log = logging.getLogger(__name__)
+
+#: Bytes of an upload read to identify it (a video's checks need no more).
+SNIFF_BYTES = 64 * 1024
 
 STREAM = "media"
 GROUP = "media"
@@ -43,22 +48,31 @@ class MediaService:
     def upload(
         self,
         owner_id: int,
-        data: bytes,
+        source: BinaryIO,
         declared_content_type: str | None,
         *,
         idempotency: IdempotencyKey | None = None,
     ) -> dict:
-        """Validates and stores the original; returns the media view (status ``processing``).
-        Raises a 4xx :class:`~serving.social.domain.BackendError` for bad input, storing
-        nothing. A retry with the same ``idempotency`` key answers the first upload again."""
-        info = inspect_upload(data, declared_content_type, self.ctx.settings.media)
+        """Validates and stores the original read from ``source`` (a file, e.g. the upload's
+        temporary file: a video is never held in memory, an image only up to its byte limit);
+        returns the media view (status ``processing``). Raises a 4xx
+        :class:`~serving.social.domain.BackendError` for bad input, storing nothing. A retry
+        with the same ``idempotency`` key answers the first upload again."""
+        settings = self.ctx.settings.media
+        size = source.seek(0, io.SEEK_END)
+        source.seek(0)
+        head = source.read(SNIFF_BYTES)
+        if size <= settings.max_image_bytes and detect_format(head) in ALLOWED_IMAGE_FORMATS:
+            head += source.read()  # an image is checked (and later decoded) whole
+        info = inspect_upload(head, declared_content_type, settings, size=size)
         blobs = self.ctx.storage.blobs
         key_existed = False
         key = None
         now = self.ctx.clock.now()
         try:
-            key_existed = blobs.exists(hashlib.sha256(data).hexdigest())
-            key = blobs.put(data)
+            source.seek(0)
+            key_existed = blobs.exists(stream_digest(source))
+            key = blobs.put_stream(source)
             with self.ctx.storage.metadata.transaction() as tx:
                 request = {"sha256": key, "content_type": info.content_type}
                 prior = replayed(tx, idempotency, "media.upload", request, now)

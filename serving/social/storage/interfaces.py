@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol, TypedDict, Unpack
+from typing import BinaryIO, Protocol, TypedDict, Unpack
 
 from serving.social.domain import (
     Comment,
@@ -393,6 +393,10 @@ class BlobStore(Protocol):
     def put(self, data: bytes) -> str: ...
 
     def put_file(self, path: Path) -> str: ...
+
+    def put_stream(self, source: BinaryIO) -> str:
+        """Stores ``source`` from its position to its end, in chunks; returns the key."""
+        ...
 
     def get(self, key: str) -> bytes:
         """Raises :class:`~serving.social.domain.NotFound` for an unknown key."""
