@@ -150,8 +150,9 @@ class VocabMapping:
             ids = np.fromiter(map(self.table.get, col, repeat(OOV_ID)), np.int64, n)
         except TypeError:  # an unhashable value (a list, a mapping): located and named
             return self.ids(categorical_column(list(col), self.name))
-        unseen = np.flatnonzero(ids == OOV_ID)
-        if unseen.size:
+        mask = ids == OOV_ID
+        if mask.any():
+            unseen = mask.nonzero()[0]
             rest = [col[i] for i in unseen.tolist()]
             if set(map(type, rest)) != _STR:
                 try:
@@ -376,11 +377,15 @@ class RankerPreprocessor:
         for mapping in self.categorical:
             name = mapping.name
             if name in columns.shared:
-                ids, lengths = _once(self._categorical, mapping, [columns.shared[name]])
-                if mapping.multi:
-                    lengths, ids = np.repeat(lengths, n), np.tile(ids, n)
+                value = columns.shared[name]
+                if isinstance(mapping, VocabMapping) and not mapping.multi:
+                    ids = np.full(n, _vocab_id(mapping, value), dtype=np.int64)
                 else:
-                    ids = np.full(n, ids[0], dtype=np.int64)
+                    ids, lengths = _once(self._categorical, mapping, [value])
+                    if mapping.multi:
+                        lengths, ids = np.repeat(lengths, n), np.tile(ids, n)
+                    else:
+                        ids = np.full(n, ids[0], dtype=np.int64)
             else:
                 ids, lengths = self._categorical(mapping, columns.values[name])
             if isinstance(mapping, VocabMapping):
@@ -415,9 +420,25 @@ class RankerPreprocessor:
         out = np.empty((n, len(self.dense)), dtype=np.float32)
         if per_row:
             out[:, per_row] = self._standard(columns.values, per_row, n).T
-        values = {self.dense[j].name: [shared[self.dense[j].name]] for j in once}
-        out[:, once] = _once(self._standard, values, once, 1)[:, 0]
+        out[:, once] = np.array([self._dense_value(j, shared[self.dense[j].name]) for j in once])
         return out
+
+    def _dense_value(self, j: int, value: object) -> float:
+        """Dense feature ``j``'s transform of one shared raw value, in Python floats: the same
+        IEEE double operations as :meth:`_standard` (fill, the C library's ``log1p``,
+        ``(x - mean) / std``), so the same bits."""
+        d = self.dense[j]
+        if value is None:
+            x = math.nan
+        elif type(value) is float:
+            x = value
+        else:
+            x = float(_once(dense_column, [value], d.name)[0])
+        if not math.isfinite(x):
+            x = d.fill
+        if d.log1p:
+            x = math.copysign(math.log1p(abs(x)), x)
+        return (x - d.mean) / d.std
 
     def _standard(self, values: Mapping[str, list[Any]], rows: list[int], n: int) -> np.ndarray:
         """The dense transforms of features ``rows`` (indices into :attr:`dense`) over ``n``
@@ -432,6 +453,15 @@ class RankerPreprocessor:
             part = x[log]
             x[log] = np.copysign(_log1p(np.abs(part)), part)
         return (x - self._mean[rows]) / self._std[rows]
+
+
+def _vocab_id(mapping: VocabMapping, value: object) -> int:
+    """The id of one shared raw value of a single-valued vocabulary feature."""
+    if value is None or type(value) is str:
+        return mapping.table.get(value, OOV_ID)
+    if type(value) is int:
+        return mapping.int_table.get(value, OOV_ID)
+    return int(_once(mapping.lookup, [value])[0])
 
 
 def _once(fn: Callable[..., T], *args: Any) -> T:
