@@ -13,8 +13,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-#: The largest id any store holds (PostgreSQL BIGINT, SQLite INTEGER): the API refuses larger.
-MAX_ID = 2**63 - 1
+#: The largest id the API accepts: 2**53 - 1, the largest integer a float64 holds exactly (ids
+#: are timeline scores, and JSON clients read numbers as float64), far inside the stores'
+#: BIGINT. The published contract says so exactly, where 2**63 - 1 would read as 2**63.
+MAX_ID = 2**53 - 1
 
 MediaKind = Literal["image", "video"]
 MediaStatus = Literal["processing", "ready", "failed", "deleted"]
