@@ -73,22 +73,23 @@ class UnsupportedMedia(BackendError):
     status, code = 415, "unsupported_media_type"
 
 
-class RateLimited(BackendError):
-    status, code = 429, "rate_limited"
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Unavailable(BackendError):
-    """A dependency the request needs (Redis) is down: retry after ``retry_after`` seconds."""
-
-    status, code = 503, "unavailable"
+class RetryLater(BackendError):
+    """An error the same request may not get ``retry_after`` seconds later (the API sends that
+    as ``Retry-After``)."""
 
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(RetryLater):
+    status, code = 429, "rate_limited"
+
+
+class Unavailable(RetryLater):
+    """A dependency the request needs (Redis) is down."""
+
+    status, code = 503, "unavailable"
 
 
 # --- records ------------------------------------------------------------------------------------

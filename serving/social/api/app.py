@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.social.api.routes import ROUTERS
 from serving.social.backend import Backend, open_backend
-from serving.social.domain import BackendError, RateLimited, Unauthorized, Unavailable
+from serving.social.domain import BackendError, RetryLater, Unauthorized
 from serving.social.settings import BackendSettings
 from serving.social.workers import Workers
 
@@ -85,7 +85,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if error.field:
             body["field"] = error.field
         headers = {}
-        if isinstance(error, RateLimited | Unavailable):
+        if isinstance(error, RetryLater):
             headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
         if isinstance(error, Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
