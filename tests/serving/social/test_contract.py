@@ -89,3 +89,8 @@ def test_schemathesis_finds_no_failure(make_backend, tmp_path: Path) -> None:
         ]
         run = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-20_000:] + run.stderr[-5_000:]
+    summary = run.stdout[run.stdout.rfind("SUMMARY") :]
+    for phase in ("Examples", "Coverage", "Fuzzing", "Stateful"):
+        assert phase in summary, summary  # every phase ran
+    assert "Authentication failed" not in run.stdout, summary
+    print(summary)  # shown with -s: operations, phases, test cases generated
