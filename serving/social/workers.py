@@ -18,7 +18,8 @@ so re-delivery never duplicates anything.
 
 :meth:`Workers.drain` runs everything synchronously until no work is left (tests, the demo);
 :meth:`Workers.start` runs it in daemon threads (``recsys backend serve`` and
-``recsys backend worker``).
+``recsys backend worker``) that wait rather than poll when idle (an outbox commit or a bus
+publish of the process wakes them; otherwise they back off to ``server.idle_wait_max_s``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from serving.social.backend import Backend
-from serving.social.domain import Event, Message
+from serving.social.domain import Event, Message, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,9 @@ class Workers:
             while not self._stop.is_set():
                 try:
                     did = step(wait_s)
+                except Unavailable as error:  # Redis down: no traceback per retry
+                    log.warning("worker %s waiting for a dependency: %s", name, error)
+                    did = 0
                 except Exception:
                     log.exception("worker %s failed; retrying", name)
                     did = 0
