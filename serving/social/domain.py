@@ -13,8 +13,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-#: The largest id any store holds (PostgreSQL BIGINT, SQLite INTEGER): the API refuses larger.
-MAX_ID = 2**63 - 1
+#: The largest id the API accepts: 2**53 - 1, the largest integer a float64 holds exactly (ids
+#: are timeline scores, and JSON clients read numbers as float64), far inside the stores'
+#: BIGINT. The published contract says so exactly, where 2**63 - 1 would read as 2**63.
+MAX_ID = 2**53 - 1
 
 MediaKind = Literal["image", "video"]
 MediaStatus = Literal["processing", "ready", "failed", "deleted"]
@@ -71,22 +73,23 @@ class UnsupportedMedia(BackendError):
     status, code = 415, "unsupported_media_type"
 
 
-class RateLimited(BackendError):
-    status, code = 429, "rate_limited"
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class Unavailable(BackendError):
-    """A dependency the request needs (Redis) is down: retry after ``retry_after`` seconds."""
-
-    status, code = 503, "unavailable"
+class RetryLater(BackendError):
+    """An error the same request may not get ``retry_after`` seconds later (the API sends that
+    as ``Retry-After``)."""
 
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(RetryLater):
+    status, code = 429, "rate_limited"
+
+
+class Unavailable(RetryLater):
+    """A dependency the request needs (Redis) is down."""
+
+    status, code = 503, "unavailable"
 
 
 # --- records ------------------------------------------------------------------------------------

@@ -94,7 +94,8 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers_in_process: bool = True  # run fanout/media/cleanup workers as threads of serve
-    poll_interval_s: float = 0.2
+    poll_interval_s: float = 0.2  # idle workers poll this often at first ...
+    idle_wait_max_s: float = 2.0  # ... backing off to this (a commit or publish wakes them)
     idempotency_ttl_s: float = 86_400.0  # how long a retry with an Idempotency-Key is answered
     # Addresses or networks (CIDR) of the reverse proxies whose X-Forwarded-For is believed;
     # from anyone else the header is ignored (the peer address is the client).

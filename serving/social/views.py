@@ -6,7 +6,9 @@ that applied the visibility rules produced it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from serving.social.blobsign import BlobSigner
@@ -47,21 +49,52 @@ def media_view(media: Media, urls: BlobSigner) -> dict[str, Any]:
     return view
 
 
-def post_views(tx: MetadataTx, posts: Sequence[Post], urls: BlobSigner) -> list[dict[str, Any]]:
-    """Posts with their author, media (URLs signed by ``urls``) and counts, in the order given."""
+class Usernames:
+    """user id -> username of post authors, kept in memory (at most ``size``, least recently
+    used dropped first). Usernames never change (there is no rename), so an entry is never
+    stale; a feed page then needs no user lookup for authors seen before."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self._names: OrderedDict[int, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def lookup(self, tx: MetadataTx, user_ids: Iterable[int]) -> dict[int, str]:
+        """The usernames of ``user_ids`` that exist; the ones not known yet read through ``tx``."""
+        wanted = set(user_ids)
+        with self._lock:
+            found = {u: self._names[u] for u in wanted if u in self._names}
+            for user_id in found:
+                self._names.move_to_end(user_id)
+        missing = sorted(wanted - found.keys())
+        if missing:
+            users: dict[int, User] = tx.get_users(missing)
+            fresh = {u: user.username for u, user in users.items()}
+            found.update(fresh)
+            with self._lock:
+                self._names.update(fresh)
+                while len(self._names) > self.size:
+                    self._names.popitem(last=False)
+        return found
+
+
+def post_views(
+    tx: MetadataTx, posts: Sequence[Post], urls: BlobSigner, names: Usernames
+) -> list[dict[str, Any]]:
+    """Posts with their author (username from ``names``), media (URLs signed by ``urls``) and
+    counts, in the order given."""
     if not posts:
         return []
-    authors: dict[int, User] = tx.get_users(sorted({p.author_id for p in posts}))
+    authors = names.lookup(tx, {p.author_id for p in posts})
     counts = tx.post_counts([p.id for p in posts])
     media: dict[int, Media] = tx.get_media_many(
         sorted({p.media_id for p in posts if p.media_id is not None})
     )
     views = []
     for post in posts:
-        author = authors.get(post.author_id)
         view: dict[str, Any] = {
             "id": post.id,
-            "author": {"id": post.author_id, "username": author.username if author else None},
+            "author": {"id": post.author_id, "username": authors.get(post.author_id)},
             "created_at": post.created_at,
             "caption": post.caption,
             "topic": post.topic,

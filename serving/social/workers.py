@@ -18,7 +18,8 @@ so re-delivery never duplicates anything.
 
 :meth:`Workers.drain` runs everything synchronously until no work is left (tests, the demo);
 :meth:`Workers.start` runs it in daemon threads (``recsys backend serve`` and
-``recsys backend worker``).
+``recsys backend worker``) that wait rather than poll when idle (an outbox commit or a bus
+publish of the process wakes them; otherwise they back off to ``server.idle_wait_max_s``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from serving.social.backend import Backend
-from serving.social.domain import Event, Message
+from serving.social.domain import Event, Message, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -166,31 +167,73 @@ class Workers:
     # --- threads ------------------------------------------------------------------------------
 
     def start(self, poll_interval_s: float | None = None) -> None:
-        """Runs the relay, one loop per (group, stream) and the cleanup job in daemon threads."""
-        poll = poll_interval_s or self.backend.settings.server.poll_interval_s
+        """Runs the relay, one loop per (group, stream) and the cleanup job in daemon threads.
+
+        Idle loops back off: the relay waits for an outbox commit of this process (at once) or
+        for ``poll_interval_s``, doubling up to ``server.idle_wait_max_s``; a consumer blocks on
+        the bus for as long (the bus wakes it on a publish), so an idle server does not poll."""
+        settings = self.backend.settings.server
+        poll = poll_interval_s or settings.poll_interval_s
+        longest = max(poll, settings.idle_wait_max_s)
+        metadata = self.backend.storage.metadata
         self._stop.clear()
-        self._spawn("relay", lambda: self.relay(), poll)
+        outbox_seen = [metadata.wait_for_outbox(0.0)]
+
+        def relay_wait(wait_s: float) -> None:
+            outbox_seen[0] = metadata.wait_for_outbox(wait_s, outbox_seen[0])
+
+        self._spawn("relay", lambda wait_s: self.relay(), poll, longest, relay_wait)
         for group in self.groups:
             for stream in group.streams:
                 self._spawn(
                     f"{group.name}:{stream}",
-                    lambda g=group, s=stream: self.consume(g, s, block_ms=int(poll * 1000)),
-                    0.0,
+                    lambda wait_s, g=group, s=stream: self.consume(
+                        g, s, block_ms=int(wait_s * 1000)
+                    ),
+                    poll,
+                    longest,
                 )
+        cleanup_every = self.backend.settings.stories.cleanup_interval_s
         self._spawn(
-            "stories-cleanup", self.cleanup, self.backend.settings.stories.cleanup_interval_s
+            "stories-cleanup",
+            lambda wait_s: self.cleanup(),
+            cleanup_every,
+            cleanup_every,
+            self._stop.wait,
         )
 
-    def _spawn(self, name: str, step: Callable[[], int], idle_sleep_s: float) -> None:
+    def _spawn(
+        self,
+        name: str,
+        step: Callable[[float], int],
+        shortest_s: float,
+        longest_s: float,
+        idle_wait: Callable[[float], object] | None = None,
+    ) -> None:
+        """Runs ``step(wait_s)`` until stopped; ``wait_s`` starts at ``shortest_s`` and doubles
+        (up to ``longest_s``) with every step that did nothing, and is reset by one that did.
+        After an idle step the loop waits ``wait_s`` in ``idle_wait`` (a step that blocks by
+        itself passes none)."""
+
         def loop() -> None:
+            wait_s = shortest_s
             while not self._stop.is_set():
                 try:
-                    did = step()
+                    did = step(wait_s)
+                except Unavailable as error:  # Redis down: no traceback per retry
+                    log.warning("worker %s waiting for a dependency: %s", name, error)
+                    did = 0
                 except Exception:
                     log.exception("worker %s failed; retrying", name)
                     did = 0
-                if not did:
-                    self._stop.wait(max(idle_sleep_s, 0.01))
+                if did:
+                    wait_s = shortest_s
+                    continue
+                if idle_wait is not None:
+                    idle_wait(wait_s)
+                else:
+                    self._stop.wait(0.01)  # the step blocked already; only yield
+                wait_s = min(wait_s * 2, longest_s)
 
         thread = threading.Thread(target=loop, name=f"worker-{name}", daemon=True)
         thread.start()

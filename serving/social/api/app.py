@@ -13,12 +13,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.social.api.routes import ROUTERS
 from serving.social.backend import Backend, open_backend
-from serving.social.domain import BackendError, RateLimited, Unauthorized, Unavailable
+from serving.social.domain import BackendError, RetryLater, Unauthorized
 from serving.social.settings import BackendSettings
 from serving.social.workers import Workers
 
@@ -83,7 +85,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if error.field:
             body["field"] = error.field
         headers = {}
-        if isinstance(error, RateLimited | Unavailable):
+        if isinstance(error, RetryLater):
             headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
         if isinstance(error, Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
@@ -104,7 +106,35 @@ def _install_error_handlers(app: FastAPI) -> None:
             body["field"] = "".join(named).lstrip(".")
         return JSONResponse({"error": body}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        """Starlette's own errors (unknown path, wrong method, a body that is not JSON) in the
+        one error format; a wrong method lists every method of the path in ``Allow``, and
+        ``OPTIONS`` answers 204 with that list."""
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            allowed = _allowed_methods(request.app, request.scope["path"])
+            headers["Allow"] = ", ".join(allowed)
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=headers)
+        code = _HTTP_CODES.get(error.status_code, "http_error")
+        body = {"error": {"code": code, "message": str(error.detail)}}
+        return JSONResponse(body, status_code=error.status_code, headers=headers)
+
     app.add_middleware(_AnswerUnexpected)
+
+
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str]:
+    """Every method some route of ``app`` answers on ``path`` (plus OPTIONS), sorted."""
+    methods = {"OPTIONS"}
+    for route in iter_route_contexts(app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path) and route.methods:
+            methods |= set(route.methods)
+    return sorted(methods)
 
 
 class _AnswerUnexpected:

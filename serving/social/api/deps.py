@@ -23,15 +23,18 @@ import ipaddress
 import math
 import re
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Header, Path, Query, Request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from serving.social.backend import Backend
 from serving.social.domain import MAX_ID, IdempotencyKey, RateLimited, Unauthorized
 
 __all__ = [
+    "NON_BLANK",
+    "WHOLE",
     "BackendDep",
     "BeforeIdCursor",
     "Body",
@@ -40,6 +43,7 @@ __all__ = [
     "FeedLimit",
     "Id",
     "IdempotencyHeader",
+    "NonBlankText",
     "OffsetCursor",
     "PageLimit",
     "Reader",
@@ -47,19 +51,20 @@ __all__ = [
     "Uploader",
     "Writer",
     "auth_limited",
-    "bearer_token",
+    "bearer_scheme",
     "client_address",
+    "current_token",
     "current_user",
+    "error_responses",
     "get_backend",
     "idempotency",
 ]
 
-#: A path id: a positive integer that fits the databases' BIGINT (larger ones are a 422, not a
-#: driver overflow).
-Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+_INT64 = {"format": "int64"}
 
-#: An id in a JSON body (same bounds as :data:`Id`).
-BodyId = Annotated[int, Field(ge=1, le=MAX_ID)]
+#: A path id: a positive integer up to :data:`~serving.social.domain.MAX_ID` (larger ones are a
+#: 422, not a driver overflow).
+Id = Annotated[int, Path(ge=1, le=MAX_ID, json_schema_extra=_INT64)]
 
 #: What no stored text may contain: NUL (PostgreSQL text cannot hold it) and lone UTF-16
 #: surrogates (not encodable as UTF-8).
@@ -76,8 +81,44 @@ def _storable(value: str) -> str:
 Text = Annotated[
     str,
     AfterValidator(_storable),
-    Field(json_schema_extra={"pattern": "^[^\\u0000\\ud800-\\udfff]*$"}),
+    Field(
+        json_schema_extra={"pattern": "^[^\\u0000]*$"},
+        description="no NUL characters, no lone surrogates",
+    ),
 ]
+
+
+def _non_blank(value: str) -> str:
+    if not _NON_BLANK.search(value):
+        raise ValueError("must contain a character that is not whitespace")
+    return value
+
+
+_NON_BLANK = re.compile(r"\S")
+
+#: The pattern of a string with a character that is not whitespace (Python's ``str.isspace``,
+#: as the services strip text), published for :data:`NonBlankText`.
+NON_BLANK = _NON_BLANK.pattern
+
+#: :data:`Text` with at least one character that is not whitespace.
+NonBlankText = Annotated[
+    Text, AfterValidator(_non_blank), Field(json_schema_extra={"pattern": NON_BLANK})
+]
+
+
+def _whole_number(value: Any) -> Any:
+    """1.0 is the JSON number 1 (a JSON Schema integer); booleans and strings stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: Metadata of an integer of a JSON body: strict (no booleans, no strings) but whole floats
+#: accepted; ``Field`` constraints go before it, e.g. ``Annotated[int, Field(ge=0), WHOLE]``.
+WHOLE = BeforeValidator(_whole_number)
+
+#: An id in a JSON body (same bounds as :data:`Id`).
+BodyId = Annotated[int, Field(ge=1, le=MAX_ID, json_schema_extra=_INT64), WHOLE]
 
 
 class Body(BaseModel):
@@ -109,13 +150,64 @@ def idempotency(user_id: int, header: str | None) -> IdempotencyKey | None:
 #: Page size of a listing (an author's posts, a post's comments).
 PageLimit = Annotated[int, Query(ge=1, le=100)]
 #: Keyset cursor: the last id of the previous page (an author's posts); absent on page one.
-BeforeIdCursor = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+BeforeIdCursor = Annotated[int | None, Query(ge=1, le=MAX_ID, json_schema_extra=_INT64)]
 #: Cursor that counts from 0 (a post's comments).
-OffsetCursor = Annotated[int, Query(ge=0, le=MAX_ID)]
-#: Page size of the home feed (its upper bound and default are ``feed.*`` settings).
-FeedLimit = Annotated[int | None, Query(ge=1)]
-#: The feed's opaque cursor, as the previous page returned it.
-FeedCursor = Annotated[str | None, Query(max_length=200)]
+OffsetCursor = Annotated[int, Query(ge=0, le=MAX_ID, json_schema_extra=_INT64)]
+#: Page size of the home feed (default ``feed.page_size``; the bound published is the default
+#: ``feed.max_page_size``, a deployment that lowers it answers 400 above its own).
+FeedLimit = Annotated[int | None, Query(ge=1, le=100)]
+#: The feed's opaque cursor, as the previous page returned it (``c<post id>`` on a
+#: chronological feed, ``r<session>.<offset>`` on a ranked one).
+FeedCursor = Annotated[
+    str | None, Query(max_length=64, pattern=r"^(c[0-9]{1,15}|r[A-Za-z0-9_-]{1,32}\.[0-9]{1,9})$")
+]
+
+
+class FieldError(BaseModel):
+    loc: str
+    message: str
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable, e.g. not_found, rate_limited")
+    message: str
+    field: str | None = Field(None, description="the request parameter or body field at fault")
+    fields: list[FieldError] | None = Field(None, description="every invalid field (422)")
+
+
+class ErrorBody(BaseModel):
+    """The one error format of every answer that is not a success."""
+
+    error: ErrorDetail
+
+
+_ERRORS: dict[int, str] = {
+    400: "the request is malformed or breaks a rule (the message says which)",
+    401: "missing, malformed, unknown or expired bearer token",
+    403: "not yours (or a blob URL whose signature is missing, wrong or expired)",
+    404: "not found, or not visible to the caller",
+    405: "method not allowed (the Allow header lists the ones that are)",
+    409: "conflicts with the current state (or an Idempotency-Key reused for another request)",
+    410: "the feed session of this cursor expired",
+    413: "upload too large",
+    415: "unsupported media type",
+    422: "invalid parameters or body (every invalid field listed)",
+    429: "rate limited: retry after Retry-After seconds",
+    500: "unexpected error (logged; reveals nothing)",
+    503: "a dependency is down: retry after Retry-After seconds",
+}
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI ``responses`` of ``codes`` (plus 500), each with :class:`ErrorBody`."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for code in sorted({*codes, 500}):
+        entry: dict[str, Any] = {"model": ErrorBody, "description": _ERRORS[code]}
+        if code in (429, 503):
+            entry["headers"] = _RETRY_AFTER
+        documented[code] = entry
+    return documented
 
 
 #: The rate-limit buckets (``rate_limits.<bucket>`` settings).
@@ -130,18 +222,28 @@ def get_backend(request: Request) -> Backend:
 BackendDep = Annotated[Backend, Depends(get_backend)]
 
 
-def bearer_token(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer <token>`` header value ('' when there is none)."""
-    scheme, _, token = (authorization or "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+#: The security scheme of the OpenAPI document: ``Authorization: Bearer <token>`` (the token
+#: that register and login answer). Checked by :func:`current_user` (401 when absent).
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    bearerFormat="opaque",
+    description="the token of POST /v1/auth/register or /v1/auth/login",
+)
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]
 
 
-def current_user(request: Request, authorization: Annotated[str | None, Header()] = None) -> int:
-    """The user id of the request's bearer token; 401 when it is missing, malformed, unknown or
-    expired."""
-    token = bearer_token(authorization)
+def current_token(credentials: Credentials) -> str:
+    """The request's bearer token; 401 when it is missing or malformed."""
+    token = credentials.credentials.strip() if credentials is not None else ""
     if not token:
         raise Unauthorized("missing or malformed Authorization: Bearer <token> header")
+    return token
+
+
+def current_user(request: Request, token: Annotated[str, Depends(current_token)]) -> int:
+    """The user id of the request's bearer token; 401 when it is missing, malformed, unknown or
+    expired."""
     return get_backend(request).accounts.authenticate(token)
 
 

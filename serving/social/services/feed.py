@@ -208,7 +208,7 @@ class FeedService:
                 # done when full, or when every source is exhausted
                 if not merged or not horizons or len(found) >= want:
                     if views_for is not None:
-                        views = post_views(tx, found[:views_for], self.ctx.urls)
+                        views = post_views(tx, found[:views_for], self.ctx.urls, self.ctx.names)
                     break
             before = merged[-1]
         return found[:want], views
@@ -295,5 +295,5 @@ class FeedService:
 
     def _response(self, posts: list[Post], next_cursor: str | None, ranked_by: str) -> dict:
         with self.ctx.storage.metadata.transaction() as tx:
-            items: list[dict[str, Any]] = post_views(tx, posts, self.ctx.urls)
+            items: list[dict[str, Any]] = post_views(tx, posts, self.ctx.urls, self.ctx.names)
         return {"items": items, "next_cursor": next_cursor, "ranked_by": ranked_by}

@@ -113,7 +113,7 @@ class InteractionService:
                 or isinstance(post_id, bool)
                 or not (1 <= post_id <= MAX_ID)
             ):
-                raise BadRequest(f"{where}.post_id must be an id (1 to 2**63 - 1)", field=where)
+                raise BadRequest(f"{where}.post_id must be an id (1 to {MAX_ID})", field=where)
             if (
                 not isinstance(dwell, int)
                 or isinstance(dwell, bool)

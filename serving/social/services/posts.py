@@ -72,7 +72,8 @@ class PostService:
                 )
             )
             tx.touch_user(author_id, now)
-            return remember(tx, idempotency, post_views(tx, [post], self.ctx.urls)[0])
+            (view,) = post_views(tx, [post], self.ctx.urls, self.ctx.names)
+            return remember(tx, idempotency, view)
 
     def delete(self, user_id: int, post_id: int) -> None:
         """Soft-deletes the caller's own post; the fanout worker removes it from timelines and
@@ -94,7 +95,8 @@ class PostService:
 
     def get(self, viewer_id: int, post_id: int) -> dict[str, Any]:
         with self.ctx.storage.metadata.transaction() as tx:
-            return post_views(tx, [visible_post(tx, viewer_id, post_id)], self.ctx.urls)[0]
+            post = visible_post(tx, viewer_id, post_id)
+            return post_views(tx, [post], self.ctx.urls, self.ctx.names)[0]
 
     def by_author(
         self, viewer_id: int, author_id: int, limit: int, before_id: int | None = None
@@ -107,6 +109,6 @@ class PostService:
             posts: list[Post] = tx.recent_posts([author_id], limit + 1, before_id=before_id)
             page = posts[:limit]
             return {
-                "items": post_views(tx, page, self.ctx.urls),
+                "items": post_views(tx, page, self.ctx.urls, self.ctx.names),
                 "next_cursor": str(page[-1].id) if len(posts) > limit else None,
             }

@@ -108,7 +108,8 @@ def replayed(
     there is no key or it is new (then this transaction takes it: call :func:`remember` with the
     answer before it commits). ``scope`` names the write (``posts.create``) and ``request`` its
     input (JSON-able); the same key sent with another write or other input is a 409 (field
-    ``Idempotency-Key``), never a silent replay of something else."""
+    ``Idempotency-Key``), never a silent replay of something else. The answer is replayed as
+    first given: signed blob URLs in it may have expired since (read the item again)."""
     if key is None:
         return None
     encoded = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()

@@ -72,7 +72,7 @@ def open_storage(settings: BackendSettings, clock: Clock) -> Storage:
             stories=SqlStoryCache(engine),
             cache=SqlKeyValueCache(engine, clock.now),
             limiter=SqlRateLimiter(engine),
-            bus=SqlEventBus(engine),
+            bus=SqlEventBus(engine, max_poll_s=settings.server.idle_wait_max_s),
             blobs=blobs,
             probes=probes,
         )

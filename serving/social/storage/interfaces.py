@@ -272,6 +272,11 @@ class MetadataStore(Protocol):
         """The event log in ``seq`` order, in batches."""
         ...
 
+    def wait_for_outbox(self, timeout_s: float, seen: int | None = None) -> int:
+        """Waits up to ``timeout_s`` for an outbox event committed in this process after the
+        count ``seen`` (default: now); returns the current count (a relay's idle wait)."""
+        ...
+
     def check(self) -> None:
         """Raises if the database is unreachable or its schema is not at the latest migration."""
         ...

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import Field
 
 from serving.social.api.deps import (
@@ -17,16 +17,19 @@ from serving.social.api.deps import (
     Text,
     Writer,
     auth_limited,
-    bearer_token,
+    current_token,
+    error_responses,
 )
-from serving.social.services.accounts import AccountService, Session
+from serving.social.services.accounts import USERNAME, AccountService, Session
 
-router = APIRouter()
+router = APIRouter(responses=error_responses(400, 401, 404, 409, 422, 429, 503))
 
 
 class RegisterIn(Body):
-    username: Text = Field(min_length=1, max_length=64)
-    password: Text = Field(min_length=1, max_length=256)
+    username: str = Field(min_length=3, max_length=30, pattern=USERNAME.pattern)
+    # the published minimum is the default auth.password_min_length (a deployment that raises
+    # it answers 400 below its own)
+    password: Text = Field(min_length=8, max_length=256)
     country: Text = Field("", max_length=8)
     age_bucket: Text = Field("", max_length=16)
 
@@ -65,9 +68,9 @@ def login(body: LoginIn, backend: BackendDep) -> dict[str, Any]:
 
 @router.post("/v1/auth/logout", status_code=204, tags=["accounts"])
 def logout(
-    backend: BackendDep, user_id: Writer, authorization: Annotated[str, Header()]
+    backend: BackendDep, user_id: Writer, token: Annotated[str, Depends(current_token)]
 ) -> Response:
-    backend.accounts.logout(bearer_token(authorization))
+    backend.accounts.logout(token)
     return Response(status_code=204)
 
 

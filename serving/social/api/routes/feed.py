@@ -7,9 +7,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from serving.social.api.deps import BackendDep, FeedCursor, FeedLimit, Reader
+from serving.social.api.deps import BackendDep, FeedCursor, FeedLimit, Reader, error_responses
 
-router = APIRouter(tags=["feed"])
+router = APIRouter(tags=["feed"], responses=error_responses(400, 401, 404, 410, 422, 429, 503))
 
 
 @router.get("/v1/feed")

@@ -5,41 +5,46 @@ share, comments (``/v1/posts/{post_id}/...``), and batches of feed impressions
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import Field
 
 from serving.social.api.deps import (
+    WHOLE,
     BackendDep,
     Body,
     BodyId,
     Id,
     IdempotencyHeader,
+    NonBlankText,
     OffsetCursor,
     PageLimit,
     Reader,
-    Text,
     Writer,
+    error_responses,
     idempotency,
 )
 from serving.social.services.interactions import (
     EVENT_ID,
+    MAX_COMMENT,
     MAX_DWELL_MS,
     MAX_IMPRESSIONS,
     InteractionService,
 )
 
-router = APIRouter(tags=["interactions"])
+router = APIRouter(
+    tags=["interactions"], responses=error_responses(400, 401, 404, 409, 422, 429, 503)
+)
 
 
 class CommentIn(Body):
-    text: Text = Field(min_length=1, max_length=10_000)
+    text: NonBlankText = Field(min_length=1, max_length=MAX_COMMENT)
 
 
 class ImpressionIn(Body):
     post_id: BodyId
-    dwell_ms: int = Field(0, ge=0, le=MAX_DWELL_MS)
+    dwell_ms: Annotated[int, Field(ge=0, le=MAX_DWELL_MS), WHOLE] = 0
     event_id: str | None = Field(None, pattern=EVENT_ID.pattern)
 
 

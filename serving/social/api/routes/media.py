@@ -19,11 +19,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from serving.social.api.deps import BackendDep, Id, IdempotencyHeader, Reader, Uploader, idempotency
+from serving.social.api.deps import (
+    BackendDep,
+    Id,
+    IdempotencyHeader,
+    Reader,
+    Uploader,
+    error_responses,
+    idempotency,
+)
 from serving.social.domain import MAX_ID, BadRequest, NotFound, PayloadTooLarge, UnsupportedMedia
 from serving.social.media.sniff import CONTENT_TYPES, detect_format
 
-router = APIRouter(tags=["media"])
+router = APIRouter(
+    tags=["media"], responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 429, 503)
+)
 
 
 def _blob_content_type(head: bytes) -> str:

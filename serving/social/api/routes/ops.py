@@ -10,14 +10,15 @@ database or the blob folder is down (nothing can be served).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
-from serving.social.api.deps import BackendDep
+from serving.social.api.deps import BackendDep, error_responses
 
-router = APIRouter(tags=["ops"])
+router = APIRouter(tags=["ops"], responses=error_responses(503))
 
 #: Dependencies without which the API serves nothing.
 REQUIRED = ("metadata", "blobs")
@@ -29,7 +30,22 @@ def healthz(backend: BackendDep) -> dict[str, str]:
     return {"status": "ok", "storage": backend.settings.storage}
 
 
-@router.get("/readyz", responses={503: {"description": "a required dependency is down"}})
+class Dependency(BaseModel):
+    ok: bool
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "degraded", "unavailable"]
+    storage: str
+    dependencies: dict[str, Dependency]
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "a required dependency is down"}},
+)
 def readyz(backend: BackendDep) -> JSONResponse:
     states = backend.storage.health()
     dependencies: dict[str, Any] = {

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from serving.social.api.deps import (
+    NON_BLANK,
     BackendDep,
     BeforeIdCursor,
     Body,
@@ -19,16 +20,32 @@ from serving.social.api.deps import (
     Reader,
     Text,
     Writer,
+    error_responses,
     idempotency,
 )
+from serving.social.services.posts import MAX_CAPTION, TOPIC
 
-router = APIRouter(tags=["posts"])
+router = APIRouter(
+    tags=["posts"], responses=error_responses(400, 401, 403, 404, 409, 422, 429, 503)
+)
 
 
 class PostIn(Body):
-    caption: Text = Field("", max_length=10_000)
+    """A caption with a non-blank character, or a media item (or both)."""
+
+    model_config = ConfigDict(
+        strict=True,
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["media_id"], "properties": {"media_id": {"type": "integer"}}},
+                {"required": ["caption"], "properties": {"caption": {"pattern": NON_BLANK}}},
+            ]
+        },
+    )
+
+    caption: Text = Field("", max_length=MAX_CAPTION, description="needed unless media_id is")
     media_id: BodyId | None = None
-    topic: Text = Field("", max_length=64)
+    topic: str = Field("", max_length=32, pattern=TOPIC.pattern)
 
 
 @router.get("/v1/users/{target}/posts")

@@ -15,10 +15,13 @@ from serving.social.api.deps import (
     IdempotencyHeader,
     Reader,
     Writer,
+    error_responses,
     idempotency,
 )
 
-router = APIRouter(tags=["stories"])
+router = APIRouter(
+    tags=["stories"], responses=error_responses(400, 401, 403, 404, 409, 422, 429, 503)
+)
 
 
 class StoryIn(Body):

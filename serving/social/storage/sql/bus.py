@@ -31,11 +31,14 @@ class SqlEventBus:
     """:class:`~serving.social.storage.interfaces.EventBus` on a migrated database.
 
     ``now`` is the clock pending messages' idle time is measured on (a manual one in tests);
-    a blocking :meth:`read` polls every ``poll_interval_s`` of real time until ``block_ms``
-    has passed. Every ``trim_every``-th publish to a stream deletes its messages older than its
-    newest ``maxlen`` (like ``XADD MAXLEN ~``); pending entries of trimmed messages are dropped
-    by :meth:`reclaim`. Malformed messages are logged and acked, never handed out. :meth:`read`
-    creates a missing group, as :meth:`ensure_group` would.
+    a blocking :meth:`read` wakes at once on a :meth:`publish` of this process and otherwise
+    re-reads the table (for publishers in other processes) after ``poll_interval_s``, doubling
+    up to ``max_poll_s`` (and staying there across reads until one finds messages), until
+    ``block_ms`` has passed. Every ``trim_every``-th publish to a
+    stream deletes its messages older than its newest ``maxlen`` (like ``XADD MAXLEN ~``);
+    pending entries of trimmed messages are dropped by :meth:`reclaim`. Malformed messages are
+    logged and acked, never handed out. :meth:`read` creates a missing group, as
+    :meth:`ensure_group` would.
     """
 
     def __init__(
@@ -44,12 +47,19 @@ class SqlEventBus:
         now: Callable[[], float] = time.time,
         poll_interval_s: float = 0.05,
         *,
+        max_poll_s: float = 1.0,
         maxlen: int = 1_000_000,
         trim_every: int = 1_000,
     ) -> None:
         self.engine = engine
         self._now = now
         self.poll_interval_s = max(0.001, float(poll_interval_s))
+        self.max_poll_s = max(self.poll_interval_s, float(max_poll_s))
+        self._published = threading.Condition()
+        self._publishes = 0
+        # per (stream, group): the re-read interval an idle blocking read has backed off to,
+        # kept across reads so a consumer that blocks again and again stays backed off
+        self._idle_poll: dict[tuple[str, str], float] = {}
         self.maxlen = at_least_one(maxlen, "maxlen")
         self._trim_due = EveryNth(trim_every)
         self._closed = threading.Event()
@@ -69,6 +79,9 @@ class SqlEventBus:
             message_id = connection.execute(statement).scalar_one()
             if trim:
                 self._trim(connection, event.stream)
+        with self._published:
+            self._publishes += 1
+            self._published.notify_all()
         return str(message_id)
 
     def _trim(self, connection: sa.Connection, stream: str) -> int:
@@ -182,15 +195,29 @@ class SqlEventBus:
         if count <= 0:
             return []
         deadline = time.monotonic() + max(0, block_ms) / 1000.0
+        idle_key = (stream, group)
+        poll = self._idle_poll.get(idle_key, self.poll_interval_s)
         while True:
+            with self._published:
+                seen = self._publishes
             messages = self._read_once(stream, group, consumer, count)
-            if messages or block_ms <= 0 or self._closed.is_set():
+            if messages:
+                self._idle_poll.pop(idle_key, None)
+                return messages
+            if block_ms <= 0 or self._closed.is_set():
                 return messages
             left = deadline - time.monotonic()
             if left <= 0:
                 return []
-            if self._closed.wait(min(self.poll_interval_s, left)):
+            with self._published:
+                self._published.wait_for(
+                    lambda seen=seen: self._publishes != seen or self._closed.is_set(),
+                    min(poll, left),
+                )
+            if self._closed.is_set():
                 return []
+            poll = min(poll * 2, self.max_poll_s)
+            self._idle_poll[idle_key] = poll
 
     def _ack(self, connection: sa.Connection, stream: str, group: str, ids: Sequence[int]) -> None:
         p = s.bus_pending.c
@@ -264,3 +291,5 @@ class SqlEventBus:
     def close(self) -> None:
         """Wakes and ends blocking reads; the engine is left to its owner."""
         self._closed.set()
+        with self._published:
+            self._published.notify_all()

@@ -17,9 +17,9 @@ def test_register_login_logout(api) -> None:
     dup = api.post("/v1/auth/register", json={"username": "ana", "password": PASSWORD})
     assert dup.status_code == 409 and dup.json()["error"]["field"] == "username"
     bad_name = api.post("/v1/auth/register", json={"username": "A!", "password": PASSWORD})
-    assert bad_name.status_code == 400 and bad_name.json()["error"]["field"] == "username"
+    assert bad_name.status_code == 422 and bad_name.json()["error"]["field"] == "username"
     short = api.post("/v1/auth/register", json={"username": "bob", "password": "x"})
-    assert short.status_code == 400 and short.json()["error"]["field"] == "password"
+    assert short.status_code == 422 and short.json()["error"]["field"] == "password"
     wrong = api.post("/v1/auth/login", json={"username": "ana", "password": "nope-nope"})
     assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
     unknown = api.post("/v1/auth/login", json={"username": "nobody", "password": PASSWORD})
@@ -149,7 +149,7 @@ def test_rate_limit_answers_429_with_retry_after(limited, clock) -> None:
 
 
 def test_ids_beyond_bigint_are_refused_not_crashed(api) -> None:
-    """Ids no store can hold get a 422 (path, query, body) or 400 (feed cursor), never a 500."""
+    """Ids beyond the API's bound get a 422 (path, query, body, feed cursor), never a 500."""
     (ana,) = users(api, "ana")
     big = 2**70
     requests = [
@@ -163,7 +163,7 @@ def test_ids_beyond_bigint_are_refused_not_crashed(api) -> None:
         ("POST", "/v1/posts", {"media_id": big}, 422),
         ("POST", "/v1/stories", {"media_id": big}, 422),
         ("POST", "/v1/events/impressions", {"events": [{"post_id": big}]}, 422),
-        ("GET", f"/v1/feed?cursor=c{big}", None, 400),
+        ("GET", f"/v1/feed?cursor=c{big}", None, 422),
     ]
     for method, path, body, status in requests:
         reply = api.request(method, path, json=body, headers=ana.auth)

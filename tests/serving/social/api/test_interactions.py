@@ -59,7 +59,7 @@ def test_bad_interactions(api) -> None:
     p = post(api, ben, "x")
     assert api.put("/v1/posts/999999/like", headers=ana.auth).status_code == 404
     empty = api.post(f"/v1/posts/{p}/comments", json={"text": "   "}, headers=ana.auth)
-    assert empty.status_code == 400 and empty.json()["error"]["field"] == "text"
+    assert empty.status_code == 422 and empty.json()["error"]["field"] == "text"
     bad = api.post(
         "/v1/events/impressions",
         json={"events": [{"post_id": p, "dwell_ms": -5}]},

@@ -122,3 +122,22 @@ def test_sqlite_writers_in_several_processes_serialize(tmp_path: Path) -> None:
     with engine.begin() as connection:
         assert connection.exec_driver_sql("SELECT n FROM counter").scalar_one() == 75
     engine.dispose()
+
+
+def test_an_idle_pooled_connection_killed_by_the_server_is_replaced(postgres_url: str) -> None:
+    """The pool pings a connection that sat idle (here: any) and swaps a dead one for a new
+    one, so the caller never sees the dead socket; one in steady use is not pinged."""
+    import psycopg
+
+    from serving.social.storage.sql.engine import ping_idle_connections
+
+    engine = sa.create_engine(postgres_url, pool_size=1, max_overflow=0)
+    ping_idle_connections(engine, idle_s=0.0)
+    with engine.connect() as connection:
+        pid = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    with engine.connect() as connection:  # the dead one is detected at checkout
+        fresh = connection.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+    assert fresh != pid
+    engine.dispose()

@@ -34,9 +34,15 @@ def record(cls: type[R], row: sa.Row[Any]) -> R:
     """The dataclass ``cls`` with each field read from the row's column of the same name
     (columns the record lacks, e.g. ``password_hash``, are left out; a field the row lacks is a
     ``KeyError``). Column types convert values, e.g. media renditions
-    (:class:`~serving.social.storage.sql.schema.Renditions`)."""
+    (:class:`~serving.social.storage.sql.schema.Renditions`).
+
+    The records are plain frozen dataclasses without ``__post_init__``, so the instance's
+    ``__dict__`` is filled directly (a feed read builds about a hundred of them; the generated
+    ``__init__`` of a frozen dataclass sets each field through ``object.__setattr__``)."""
     mapping = row._mapping
-    return cls(**{name: mapping[name] for name in _field_names(cls)})
+    made = object.__new__(cls)
+    made.__dict__.update({name: mapping[name] for name in _field_names(cls)})
+    return made
 
 
 def records(cls: type[R], rows: Iterable[sa.Row[Any]]) -> list[R]:

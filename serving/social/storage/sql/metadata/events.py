@@ -46,8 +46,12 @@ class EventsTx(TxBase):
         )
         return len(self._run(statement, rows).all())
 
+    #: set once this transaction queued an outbox event (the store then wakes waiting relays)
+    outbox_added = False
+
     def add_outbox(self, event: Event) -> None:
         """Queues ``event`` for :meth:`EventLog.relay_outbox` (commits with the transaction)."""
+        self.outbox_added = True
         self._run(
             sa.insert(s.outbox).values(
                 event_id=event.id,
@@ -120,6 +124,25 @@ class EventLog:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._relay_lock = threading.Lock()
+        self._outbox_commits = 0
+        self._outbox_changed = threading.Condition()
+
+    def _outbox_committed(self) -> None:
+        """Called after a transaction that queued outbox events committed: wakes
+        :meth:`wait_for_outbox`."""
+        with self._outbox_changed:
+            self._outbox_commits += 1
+            self._outbox_changed.notify_all()
+
+    def wait_for_outbox(self, timeout_s: float, seen: int | None = None) -> int:
+        """Waits up to ``timeout_s`` until a transaction of this process commits an outbox
+        event after the count ``seen`` (default: now); returns the current count, to pass as
+        ``seen`` next time (so a commit between two waits is not missed). Commits of other
+        processes are not seen: a relay still polls, just less often."""
+        with self._outbox_changed:
+            start = self._outbox_commits if seen is None else seen
+            self._outbox_changed.wait_for(lambda: self._outbox_commits != start, timeout_s)
+            return self._outbox_commits
 
     def relay_outbox(self, publish: Callable[[Event], object], limit: int = 500) -> int:
         """Publishes up to ``limit`` unpublished outbox events in ``seq`` order and marks them

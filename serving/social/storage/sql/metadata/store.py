@@ -44,9 +44,13 @@ class SqlMetadataStore(EventLog):
 
     @contextmanager
     def transaction(self) -> Iterator[SqlMetadataTx]:
-        """Commits on normal exit, rolls back on an exception (which propagates)."""
+        """Commits on normal exit, rolls back on an exception (which propagates); wakes relays
+        waiting in :meth:`wait_for_outbox` once a transaction that queued events committed."""
         with self.engine.begin() as connection:
-            yield SqlMetadataTx(connection)
+            tx = SqlMetadataTx(connection)
+            yield tx
+        if tx.outbox_added:
+            self._outbox_committed()
 
     @contextmanager
     def reading(self) -> Iterator[SqlMetadataTx]:
