@@ -169,6 +169,18 @@ class InteractionEvent:
 
 
 @dataclass(frozen=True)
+class FollowChange:
+    """One row of the follow log: ``follower_id`` started (``following``) or stopped following
+    ``followee_id`` at ``ts``; ``seq`` orders changes of the same second."""
+
+    seq: int
+    follower_id: int
+    followee_id: int
+    following: bool
+    ts: float
+
+
+@dataclass(frozen=True)
 class Event:
     """A message between services: written to the outbox with the change it describes, relayed
     to the bus stream ``stream`` (``posts``, ``graph``, ``media``, ``stories``)."""

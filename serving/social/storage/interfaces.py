@@ -30,6 +30,7 @@ from typing import Protocol, TypedDict, Unpack
 from serving.social.domain import (
     Comment,
     Event,
+    FollowChange,
     InteractionEvent,
     Media,
     MediaStatus,
@@ -100,7 +101,10 @@ class MetadataTx(Protocol):
         """True if created, False if it existed."""
         ...
 
-    def remove_follow(self, follower_id: int, followee_id: int) -> bool: ...
+    def remove_follow(self, follower_id: int, followee_id: int, now: float | None = None) -> bool:
+        """True if removed. Follows and removals are logged (:meth:`MetadataStore.iter_follow_log`)
+        at their time (``now``; default: the wall clock)."""
+        ...
 
     def is_following(self, follower_id: int, followee_id: int) -> bool: ...
 
@@ -241,6 +245,12 @@ class MetadataStore(Protocol):
         self, after_seq: int = 0, batch: int = 10_000
     ) -> Iterator[list[InteractionEvent]]:
         """The event log in ``seq`` order, in batches."""
+        ...
+
+    def iter_follow_log(
+        self, after_seq: int = 0, batch: int = 10_000
+    ) -> Iterator[list[FollowChange]]:
+        """Every follow and unfollow (:class:`FollowChange`) in ``seq`` order, in batches."""
         ...
 
     def check(self) -> None:

@@ -13,7 +13,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from serving.social.domain import Event, InteractionEvent, event_from_json, event_to_json
+from serving.social.domain import (
+    Event,
+    FollowChange,
+    InteractionEvent,
+    event_from_json,
+    event_to_json,
+)
 from serving.social.storage.sql import schema as s
 from serving.social.storage.sql._util import chunks
 from serving.social.storage.sql.metadata.base import TxBase, records
@@ -118,6 +124,23 @@ class EventLog:
                 return
             last = rows[-1].seq
             yield records(InteractionEvent, rows)
+
+    def iter_follow_log(
+        self, after_seq: int = 0, batch: int = 10_000
+    ) -> Iterator[list[FollowChange]]:
+        """The follow log (every follow and unfollow) in ``seq`` order, in batches of at most
+        ``batch``."""
+        f = s.follow_log.c
+        last = after_seq
+        while True:
+            with self.engine.begin() as connection:
+                rows = connection.execute(
+                    sa.select(s.follow_log).where(f.seq > last).order_by(f.seq).limit(max(1, batch))
+                ).all()
+            if not rows:
+                return
+            last = rows[-1].seq
+            yield records(FollowChange, rows)
 
 
 def _publish_rows(
