@@ -10,9 +10,7 @@ import pytest
 from recsys.data.synthetic import SocialConfig
 from tests.serving.social.conftest import redis_url  # noqa: F401 (fixture)
 
-TINY = SocialConfig(
-    n_users=200, n_authors=20, n_posts=300, n_impressions=3000, chunk_rows=1000, n_celebrities=2
-)
+TINY = SocialConfig(n_users=200, n_authors=20, n_posts=300, n_impressions=3000, chunk_rows=1000)
 
 
 @pytest.fixture(scope="session")
