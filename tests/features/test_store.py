@@ -188,15 +188,21 @@ def test_redis_online_store_against_the_real_server(
         materialize(store, datetime.fromtimestamp(at, UTC), start=START)
         sample = _sample(labels, at)
         assert _online(store, sample) == _offline(store, sample)
-        reader = RedisFeatureReader(store, "author_followers")
-        ids = [*sample["author_id"].to_list(), "no-such-author"]
+        from feast.infra.key_encoding_utils import serialize_entity_key
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        refs = ["user_profile:country", "user_follows:follow_count", "user_activity:impressions_1d"]
+        reader = RedisFeatureReader(store, refs)
+        ids = [*sample["user_id"].to_list(), "no-such-user"]
+        feast_key = EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=ids[0])])
+        assert reader.key(ids[0]) == serialize_entity_key(feast_key, 3) + settings.project.encode()
         direct = reader.fetch(ids)
-        through_feast = online_features(
-            store, ["author_followers:follower_count"], {"author_id": ids}
-        )
-        assert direct == through_feast
-        assert direct["follower_count"][-1] is None
+        assert direct == online_features(store, refs, {"user_id": ids})
+        assert direct["follow_count"][-1] is None and direct["country"][0] is not None
         reader.close()
+        with pytest.raises(FeatureStoreError, match="share one join key"):
+            RedisFeatureReader(store, ["user_profile:country", "post:topic"])
     finally:
         store.teardown()
 
