@@ -5,10 +5,17 @@ Paths (the same trained ranker export, the same 500 candidate rows of raw featur
 - (a) **eager**: the trained PyTorch model, ``sigmoid(model(dense, KJT))`` under
   ``torch.no_grad`` on pre-built tensors;
 - (b) **bare ORT**: ``onnxruntime.InferenceSession.run`` on pre-built feeds (the baseline);
-- (c) **ours**: :class:`serving.inference.ranker.OnnxRanker` from raw feature rows (request-time
-  preprocessing with the manifest's vocabularies and statistics, then the session);
+- (c) **ours**: :class:`serving.inference.ranker.OnnxRanker` from raw features as the HTTP
+  layer calls it, ``score(candidates, shared=user)``: the user's features once (``user_id``
+  and the other user-level features, ``--user-features``), each candidate's own features per
+  row (request-time preprocessing with the manifest's vocabularies and statistics, then the
+  session);
 - (d) **HTTP**: ``POST /rank`` of a real ``recsys serve`` process (uvicorn, one keep-alive
-  connection; the body is encoded once, the reply is decoded).
+  connection; the body ``{"user_id", "user", "candidates"}`` is encoded once, the reply is
+  decoded).
+
+The candidate rows are sampled from the run's raw data, their user-level features set to the
+first row's (one user's request), so every path scores the same rows.
 
 Timed calls alternate between the paths in rounds, so neighbours in time share the machine's
 load. Reported: p50/p99 latency and candidates/s per path, the p99 ratios (c)/(b)
@@ -47,6 +54,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 64, 500, 2000)
+#: User-level raw features of the synthetic social app (the backend's ``Viewer`` plus
+#: ``user_activity``); those the model reads go to the shared argument.
+USER_FEATURES = ("user_id", "country", "age_bucket", "user_follow_count_log", "user_activity")
 
 
 def machine(threads: int) -> dict[str, Any]:
@@ -119,14 +129,17 @@ def eager_model(run: Path) -> tuple[torch.nn.Module, Any]:
     return model.eval(), dataset
 
 
-def candidate_rows(dataset: Any, n: int, seed: int) -> list[dict[str, Any]]:
-    """``n`` raw rows of the data set's test period with one user id (one user's request)."""
+def candidate_rows(
+    dataset: Any, n: int, seed: int, user_features: tuple[str, ...]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``(user, candidates)``: the first sampled raw row's ``user_features`` (those the data
+    has) and ``n`` raw rows of the data set without them (one user's request)."""
     raw = pl.read_parquet(sorted((dataset.root / "raw").glob("*.parquet")))
     schema = dataset.preprocessor().schema
     cols = [*schema.dense, *schema.sparse, *schema.multi]
     rows = raw.select(cols).sample(n, with_replacement=n > raw.height, seed=seed).to_dicts()
-    user = rows[0].get("user_id")
-    return [{**r, "user_id": user} if "user_id" in r else r for r in rows]
+    user = {k: v for k, v in rows[0].items() if k in user_features}
+    return user, [{k: v for k, v in r.items() if k not in user} for r in rows]
 
 
 def eager_inputs(dataset: Any, rows: list[dict[str, Any]]) -> tuple[torch.Tensor, Any]:
@@ -236,6 +249,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--calls", type=int, default=300, help="timed calls per path")
     p.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--user-features",
+        default=",".join(USER_FEATURES),
+        help="comma-separated user-level raw features, sent once per request (shared)",
+    )
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
@@ -260,27 +278,35 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             preprocess=PreprocessSettings(max_rows=max(BATCHES)),
         )
         ranker = OnnxRanker.load(export, settings)
-        rows_all = candidate_rows(dataset, max(BATCHES), args.seed)
+        user, cands_all = candidate_rows(
+            dataset, max(BATCHES), args.seed, tuple(args.user_features.split(","))
+        )
         n = args.candidates
-        rows = rows_all[:n]
+        cands = cands_all[:n]
+        rows = [{**user, **c} for c in cands]  # what the eager and bare ORT paths get
         feeds = ranker.preprocessor.transform(rows)
+        shared_feeds = ranker.preprocessor.transform(cands, user)
+        assert all(np.array_equal(feeds[k], shared_feeds[k]) for k in feeds)
         dense, kjt = eager_inputs(dataset, rows)
         with torch.no_grad():
             eager = torch.sigmoid(model(dense, kjt)).numpy()
         got = np.stack([ranker.run(feeds)[t] for t in ranker.tasks], axis=1)
         parity = float(np.abs(got - eager).max())
-        user = {k: v for k, v in rows[0].items() if k == "user_id"}
-        body = json.dumps(
-            {**user, "candidates": [{k: v for k, v in r.items() if k != "user_id"} for r in rows]}
-        ).encode()
+        request = {"user": {k: v for k, v in user.items() if k != "user_id"}, "candidates": cands}
+        if "user_id" in user:
+            request["user_id"] = user["user_id"]
+        body = json.dumps(request).encode()
         print(
             f"model: {ranker.manifest.model['class']} ({export}), {n} candidates of one user, "
-            f"max |ORT - eager| {parity:.1e}; request body {len(body) / 1024:.0f} KiB",
+            f"max |ORT - eager| {parity:.1e}; request body {len(body) / 1024:.0f} KiB\n"
+            f"ours: OnnxRanker.score(candidates, shared=user): user features sent once "
+            f"{sorted(user)}, per candidate {sorted(cands[0])}; HTTP: POST /rank of the same",
             flush=True,
         )
         server = Server(export, args.threads)
         try:
-            assert np.allclose(server.rank(body), ranker.values(ranker.score(rows)), atol=1e-6)
+            expected = ranker.values(ranker.score(cands, user))
+            assert np.allclose(server.rank(body), expected, atol=1e-6)
 
             def eager_call() -> object:
                 with torch.no_grad():
@@ -290,7 +316,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 {
                     "eager": eager_call,
                     "bare_ort": lambda: ranker.session.run(None, feeds),
-                    "ours": lambda: ranker.score(rows),
+                    "ours": lambda: ranker.score(cands, user),
                     "http": lambda: server.rank(body),
                 },
                 args.calls,
@@ -321,9 +347,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         scaling = {}
         print(f"{'batch':>6} {'eager p50':>10} {'ORT p50':>9} {'ours p50':>9} {'ours/ORT':>9}")
         for size in BATCHES:
-            part = rows_all[:size]
-            f = ranker.preprocessor.transform(part)
-            d, k = eager_inputs(dataset, part)
+            part = cands_all[:size]
+            f = ranker.preprocessor.transform(part, user)
+            d, k = eager_inputs(dataset, [{**user, **c} for c in part])
 
             def eager_part(d=d, k=k) -> object:
                 with torch.no_grad():
@@ -334,7 +360,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 {
                     "eager": eager_part,
                     "bare_ort": lambda f=f: ranker.session.run(None, f),
-                    "ours": lambda part=part: ranker.score(part),
+                    "ours": lambda part=part: ranker.score(part, user),
                 },
                 calls,
             )

@@ -36,6 +36,12 @@ if [ -n "$extras" ]; then
 else
   "${pip[@]}" -e . 2> >(quiet)
 fi
+if [ "$kernels" = requirements/gpu.txt ]; then
+  # onnxruntime-gpu is a different distribution of the same `onnxruntime` module: swap it in
+  # after setup.cfg's CPU pin (requirements/gpu-serving.txt; untested on this project's CI).
+  "$venv/bin/python" -m pip uninstall -y -q onnxruntime
+  "${pip[@]}" -r requirements/gpu-serving.txt 2> >(quiet)
+fi
 "$venv/bin/python" - <<'PY'
 import fbgemm_gpu, torch, torchrec  # noqa: F401  fails loudly if the kernel set does not load
 print(f"installed: torch {torch.__version__}, torchrec {torchrec.__version__}")

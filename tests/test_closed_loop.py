@@ -26,26 +26,16 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 
 from pipelines.social_events.cli import main as social_events
 from pipelines.social_traffic.cli import main as social_traffic
-from recsys.cli.main import main as recsys
-from serving.inference.ranker import load_in_process_ranker
 from serving.social.backend import open_backend
 from serving.social.ranking import Candidate, HttpRanker, RankingClient, Viewer
 from serving.social.settings import settings_from_mapping
+from tests.recsys_command import run_recsys
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVE = [sys.executable, "-c", "from recsys.cli.main import main; main()", "serve"]
-
-
-def _recsys(args: list[str]) -> None:
-    GlobalHydra.instance().clear()
-    try:
-        recsys(args)
-    finally:
-        GlobalHydra.instance().clear()
 
 
 class Recording:
@@ -94,7 +84,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     mp.setenv("RECSYS_DATA_ROOT", str(base / "data_root"))
     mp.setenv("RECSYS_OUTPUT_ROOT", str(base / "outputs"))
     run = base / "run"
-    _recsys(
+    run_recsys(
         [
             "train",
             "experiment=multitask_social_tiny",
@@ -107,7 +97,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
             f"hydra.run.dir={run}",
         ]
     )
-    _recsys(["export", f"export.run_dir={run}"])
+    run_recsys(["export", f"export.run_dir={run}"])
     port = _free_port()
     server = subprocess.Popen(
         [*SERVE, f"serve.run_dir={run}", f"serve.port={port}"],
@@ -126,13 +116,16 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         mp.undo()
 
 
-def _feed(loop: dict, ranker: object) -> tuple[dict, RankingClient, int]:
-    client = RankingClient(ranker, timeout_ms=5_000)  # type: ignore[arg-type]
-    settings = settings_from_mapping({"data_dir": str(loop["base"] / "backend")})
-    backend = open_backend(settings, ranking=client)
+def _feed(
+    loop: dict, ranking: object | None, **settings: object
+) -> tuple[dict, RankingClient, int]:
+    """The first ranked page of ``user004`` through a backend over the loop's data."""
+    client = RankingClient(ranking, timeout_ms=5_000) if ranking is not None else None  # type: ignore[arg-type]
+    config = settings_from_mapping({"data_dir": str(loop["base"] / "backend"), **settings})
+    backend = open_backend(config, ranking=client)
     try:
         user = backend.accounts.login("user004", "correct-horse").user.id  # follows 3 authors
-        return backend.feed.home(user, limit=50), client, user
+        return backend.feed.home(user, limit=50), backend.ranking, user
     finally:
         backend.close()
 
@@ -151,7 +144,8 @@ def test_the_feed_is_ranked_by_the_served_model(loop: dict) -> None:
     assert served != chronological[: len(served)]  # the model, not recency, ordered them
     assert len(set(scores)) > 1
 
-    in_process, _, _ = _feed(loop, load_in_process_ranker(loop["run"] / "export"))
+    onnx = {"kind": "onnx", "export_dir": str(loop["run"] / "export"), "timeout_ms": 5_000}
+    in_process, _, _ = _feed(loop, None, ranker=onnx)  # the backend's ranker.kind=onnx setting
     assert in_process["ranked_by"] == "onnx"
     assert [i["id"] for i in in_process["items"]] == served
 

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipelines.job_options import split_options
 from pipelines.social_events.export import ExportSummary, export_events
 from pipelines.social_events.writer import ExportError
 from serving.social.storage.interfaces import MetadataStore
@@ -45,20 +46,7 @@ USAGE = "\n\n".join(__doc__.split("\n\n")[1:4])
 
 def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     """Splits ``key=value`` arguments into export options and backend (Hydra) overrides."""
-    options: dict[str, Any] = {}
-    overrides: list[str] = []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if sep and key in _OPTIONS:
-            try:
-                options[key] = _OPTIONS[key](value)
-            except ValueError:
-                raise SystemExit(
-                    f"pipelines.social_events: {key} must be {_OPTIONS[key].__name__}, "
-                    f"got {value!r}"
-                ) from None
-        else:
-            overrides.append(arg)
+    options, overrides = split_options(argv, _OPTIONS, "pipelines.social_events")
     history = str(options.get("history", "true")).lower()
     if history not in ("true", "false"):
         raise SystemExit(f"pipelines.social_events: history must be true or false, got {history!r}")

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from pipelines.job_options import split_options
 from pipelines.social_traffic.traffic import TrafficSummary, simulate
 
 _OPTIONS: dict[str, type] = {"users": int, "rounds": int, "seed": int, "prefix": str}
@@ -29,20 +30,7 @@ def main(argv: Sequence[str] | None = None) -> TrafficSummary | None:
     if args and args[0] in ("-h", "--help", "help"):
         print(USAGE)
         return None
-    options: dict = {}
-    overrides: list[str] = []
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if sep and key in _OPTIONS:
-            try:
-                options[key] = _OPTIONS[key](value)
-            except ValueError:
-                raise SystemExit(
-                    f"pipelines.social_traffic: {key} must be {_OPTIONS[key].__name__}, "
-                    f"got {value!r}"
-                ) from None
-        else:
-            overrides.append(arg)
+    options, overrides = split_options(args, _OPTIONS, "pipelines.social_traffic")
     from serving.social.backend import open_backend
     from serving.social.cli import load_settings
     from serving.social.clock import ManualClock

@@ -124,8 +124,11 @@ class ExportedRanker(nn.Module):
 
     def __init__(self, model: nn.Module, features: list[str], num_dense: int) -> None:
         super().__init__()
+        if not features and not num_dense:
+            raise ValueError("a ranker without dense and sparse features has nothing to export")
         self.model = model
-        self.lookup = PooledLookup(model.embeddings, features)  # type: ignore[arg-type]
+        # a linear model over dense features only has no tables (model.embeddings is None)
+        self.lookup = PooledLookup(model.embeddings, features) if features else None  # type: ignore[arg-type]
         self.num_dense = num_dense
         self.num_features = len(features)
 
@@ -133,8 +136,9 @@ class ExportedRanker(nn.Module):
         """See the class docstring."""
         dense, sparse = (inputs[0], inputs[1:]) if self.num_dense else (None, inputs)
         ids, lengths = list(sparse[0::2]), list(sparse[1::2])
-        pooled = self.lookup(ids, lengths)
+        pooled = self.lookup(ids, lengths) if self.lookup is not None else None
         if dense is None:
+            assert pooled is not None
             dense = torch.zeros(pooled.shape[0], 0, dtype=pooled.dtype)
         probs = torch.sigmoid(self.model.from_pooled(dense, pooled))  # type: ignore[operator]
         return tuple(probs[:, t] for t in range(probs.shape[1]))

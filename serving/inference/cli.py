@@ -4,11 +4,14 @@ Found by ``recsys`` through the entry point group ``recsys.commands`` (the libra
 imports this package). Overrides are Hydra's, on ``configs/serve.yaml``:
 ``serve.retrieval_run_dir=RUN2`` (a ranker and a two-tower together), ``serve.threads=2``,
 ``serve.reload_interval_s=0`` ... The exports are loaded (and checked) before the server
-starts listening: one that does not match its manifest refuses to start.
+starts listening: one that does not match its manifest refuses to start. Uvicorn runs with
+the ``httptools`` HTTP parser and the ``uvloop`` event loop where they are installed
+(``h11`` and asyncio otherwise), without an access log.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +51,18 @@ def load_settings(overrides: Sequence[str] = ()) -> ServeSettings:
         raise SystemExit(f"recsys serve: {error}") from None
 
 
+def server_options() -> dict[str, str]:
+    """Uvicorn's ``http`` and ``loop`` implementations: the C ones where installed."""
+
+    def have(module: str) -> bool:
+        return importlib.util.find_spec(module) is not None
+
+    return {
+        "http": "httptools" if have("httptools") else "h11",
+        "loop": "uvloop" if have("uvloop") else "asyncio",
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of ``recsys serve``."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -78,4 +93,5 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=settings.port,
         log_level=settings.log_level,
         access_log=False,
+        **server_options(),
     )

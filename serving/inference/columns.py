@@ -3,12 +3,14 @@
 A request is a list of rows (mappings of raw feature name to value, the names of the training
 data). :func:`rows_to_columns` turns it into one Python list per feature (a feature absent from
 a row is treated as null, i.e. missing, and counted), rejecting an empty or oversize request and
-keys that are not features. The converters check and normalize one column:
+keys that are not features. Values that are the same for every row (the user's features of a
+ranking request, sent once as ``shared``, and features no row carries) stay one value, so they
+cost nothing per row. The converters check and normalize one column:
 
-* :func:`categorical_column`: ``str`` values stay, integers (``int``, numpy integers) become
-  their decimal string (``7`` and ``"7"`` are the same value, as the training pipeline's
-  ``cast(String)`` makes them), ``None`` stays (missing); booleans, floats, lists and mappings
-  are a :class:`RequestError`.
+* :func:`categorical_column`: strings (``str`` and its subclasses) stay, integers (``int``,
+  numpy integers) become their decimal string (``7`` and ``"7"`` are the same value, as the
+  training pipeline's ``cast(String)`` makes them), ``None`` stays (missing); booleans, floats,
+  lists and mappings are a :class:`RequestError`.
 * :func:`dense_column`: numbers (not booleans) and ``None`` -> ``float64`` (``None`` -> NaN,
   which the dense transform fills like any non-finite value); strings and the rest are errors.
 * :func:`multi_column`: per row a list (or tuple) of categorical values, ``None`` (an empty
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import contains, itemgetter
 from typing import Any
@@ -54,15 +56,26 @@ _FLOAT_MAX = int(np.finfo(np.float64).max)
 class RowColumns:
     """A request as columns.
 
+    Every raw feature is in exactly one of ``values`` (one raw value per row) and ``shared``
+    (one raw value for every row: a user-level feature sent once, or a feature no row has).
+
     Attributes:
         n: rows ``B``.
         values: feature -> ``B`` raw values (``None`` where the row lacks the feature).
-        absent: feature -> rows that did not have the key.
+        absent: feature -> rows that did not have the key (and got no shared value).
+        shared: feature -> the one raw value of every row.
     """
 
     n: int
     values: dict[str, list[Any]]
     absent: dict[str, int]
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    def column(self, feature: str) -> list[Any]:
+        """The ``B`` raw values of ``feature`` (a shared value repeated)."""
+        if feature in self.values:
+            return self.values[feature]
+        return [self.shared[feature]] * self.n
 
 
 def check_row_count(n: int, max_rows: int, what: str = "rows") -> None:
@@ -73,24 +86,54 @@ def check_row_count(n: int, max_rows: int, what: str = "rows") -> None:
         raise RequestError(f"has {n} rows, more than the maximum of {max_rows}", field=what)
 
 
+def _check_shared(
+    shared: Mapping[str, object] | None, features: Sequence[str], ignored: frozenset[str]
+) -> dict[str, object]:
+    """The shared values of raw features (ignored keys dropped); an unknown key is an error."""
+    if shared is None:
+        return {}
+    if not isinstance(shared, Mapping):
+        raise RequestError(
+            f"must map feature names to values, got {type(shared).__name__}", field="shared"
+        )
+    known = frozenset(features)
+    out = {}
+    for key, value in shared.items():
+        if key in known:
+            out[key] = value
+        elif key not in ignored:
+            raise RequestError(
+                f"unknown feature {key!r}; the model reads {sorted(features)}", field=str(key)
+            )
+    return out
+
+
 def rows_to_columns(
     rows: Sequence[Mapping[str, object]],
     features: Sequence[str],
     *,
+    shared: Mapping[str, object] | None = None,
     ignored: Iterable[str] = (),
     max_rows: int,
 ) -> RowColumns:
     """One list per feature of ``rows`` (``B`` mappings), absent keys as ``None``.
 
+    ``shared`` holds raw values of every row (a row's own key wins over it); a feature that is
+    shared and in no row, or in no row at all, is returned in ``RowColumns.shared`` and costs
+    no work per row. When every row has the same keys (the usual request), the columns are
+    gathered in C (``operator.itemgetter``); otherwise row by row.
+
     Raises:
         RequestError: ``rows`` not a list of mappings, empty or longer than ``max_rows``
-            (field ``rows``), or a key that is neither a feature nor in ``ignored`` (field:
-            that key, with its row).
+            (field ``rows``), ``shared`` not a mapping, or a key that is neither a feature nor
+            in ``ignored`` (field: that key, with its row when it is a row's).
     """
     if isinstance(rows, (str, bytes, Mapping)) or not isinstance(rows, Sequence):
         raise RequestError(f"must be a list of rows, got {type(rows).__name__}", field="rows")
     n = len(rows)
     check_row_count(n, max_rows)
+    ignored = frozenset(ignored) - set(features)
+    common = _check_shared(shared, features, ignored)
     if set(map(type, rows)) != {dict}:
         for i, row in enumerate(rows):
             if not isinstance(row, Mapping):
@@ -99,30 +142,74 @@ def rows_to_columns(
                     field="rows",
                     row=i,
                 )
-    width = len(features)
-    if width > 1 and sum(map(len, rows)) == n * width:
-        # Every row has as many keys as there are features: if it has them all, the table
-        # transposes in C (no unknown key is possible).
-        try:
-            table = list(map(itemgetter(*features), rows))
-        except KeyError:
-            pass
-        else:
-            columns = map(list, zip(*table))
-            return RowColumns(n, dict(zip(features, columns)), dict.fromkeys(features, 0))
+    else:
+        same = _same_keys(rows, features, ignored)
+        if same is not None:
+            return _complete(n, same, {f: 0 for f in same}, features, common)
+    return _row_by_row(rows, features, ignored, common)
+
+
+def _same_keys(
+    rows: Sequence[dict[str, object]], features: Sequence[str], ignored: frozenset[str]
+) -> dict[str, list[Any]] | None:
+    """The feature columns when every row has the first row's keys, all of them features or
+    ignored keys (then no key can be unknown); ``None`` otherwise."""
+    keys = list(rows[0])
+    known = frozenset(features)
+    if sum(map(len, rows)) != len(rows) * len(keys) or not all(
+        k in known or k in ignored for k in keys
+    ):
+        return None
+    try:  # the rows have as many keys as the first: containing its keys, they have the same
+        values = {k: list(map(itemgetter(k), rows)) for k in keys if k in known}
+    except KeyError:
+        return None
+    for k in keys:
+        if k not in known and not all(map(contains, rows, repeat(k))):
+            return None
+    return values
+
+
+def _complete(
+    n: int,
+    values: dict[str, list[Any]],
+    absent: dict[str, int],
+    features: Sequence[str],
+    shared: Mapping[str, object],
+) -> RowColumns:
+    """``RowColumns`` whose features missing from ``values`` are shared (their shared value,
+    or ``None`` counted absent in every row)."""
+    out: dict[str, Any] = {}
+    for f in features:
+        if f not in values:
+            out[f] = shared.get(f)
+            absent[f] = 0 if f in shared else n
+    return RowColumns(n, values, absent, out)
+
+
+def _row_by_row(
+    rows: Sequence[Mapping[str, object]],
+    features: Sequence[str],
+    ignored: frozenset[str],
+    shared: Mapping[str, object],
+) -> RowColumns:
+    n = len(rows)
     values: dict[str, list[Any]] = {}
     absent: dict[str, int] = {}
+    present = 0
     for f in features:
         col = [row.get(f, _ABSENT) for row in rows]
         missing = col.count(_ABSENT)
+        present += n - missing
+        if missing == n:
+            continue
+        fill = shared.get(f)
+        absent[f] = 0 if f in shared else missing
         if missing:
-            col = [None if v is _ABSENT else v for v in col]
+            col = [fill if v is _ABSENT else v for v in col]
         values[f] = col
-        absent[f] = missing
-    ignored = frozenset(ignored) - set(features)
-    known = n * len(features) - sum(absent.values())
-    known += sum(sum(map(contains, rows, repeat(k))) for k in ignored)
-    if sum(map(len, rows)) != known:
+    present += sum(sum(map(contains, rows, repeat(k))) for k in ignored)
+    if sum(map(len, rows)) != present:
         allowed = {*features, *ignored}
         for i, row in enumerate(rows):
             extra = [k for k in row if k not in allowed]
@@ -132,7 +219,7 @@ def rows_to_columns(
                     field=str(extra[0]),
                     row=i,
                 )
-    return RowColumns(n, values, absent)
+    return _complete(n, values, absent, features, shared)
 
 
 def _type_name(value: object) -> str:
@@ -176,6 +263,10 @@ def _is_number_type(t: type) -> bool:
     return _is_integer_type(t) or (issubclass(t, (float, np.floating)) and t is not np.bool_)
 
 
+def _is_categorical_type(t: type) -> bool:
+    return _is_integer_type(t) or issubclass(t, str)
+
+
 def categorical_column(col: list[Any], feature: str) -> list[str | None]:
     """Values of one categorical feature as ``str`` or ``None`` (integers -> decimal strings).
 
@@ -184,13 +275,13 @@ def categorical_column(col: list[Any], feature: str) -> list[str | None]:
             row and ``feature``).
     """
     types = _value_types(
-        col, _CATEGORICAL_FAST, _is_integer_type, "a string, an integer or null", feature
+        col, _CATEGORICAL_FAST, _is_categorical_type, "a string, an integer or null", feature
     )
     if types <= _CATEGORICAL_FAST:
         return col
     if types == {int}:
         return list(map(str, col))
-    return [v if v is None or type(v) is str else str(int(v)) for v in col]
+    return [v if v is None or isinstance(v, str) else str(int(v)) for v in col]
 
 
 def dense_column(col: list[Any], feature: str) -> np.ndarray:

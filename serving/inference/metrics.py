@@ -5,7 +5,8 @@ A small, dependency-free registry rendered in Prometheus' text exposition format
 ``recsys_request_seconds{endpoint}`` and ``recsys_stage_seconds{stage}`` histograms (stages:
 ``preprocess``, ``inference``, ``retrieve``, ``rank``, ``order``), the request-time input
 counters of the preprocessing (absent features, unseen values, dropped history items) and the
-model reloads. Thread-safe: every update takes the registry's lock.
+model reloads. Thread-safe: every update takes the registry's lock. :class:`ObserveRequests`
+is the pure ASGI middleware that counts and times every HTTP request by its route.
 
 Example::
 
@@ -19,10 +20,18 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any
 
-__all__ = ["LATENCY_BUCKETS", "Histogram", "Metrics"]
+__all__ = ["LATENCY_BUCKETS", "Histogram", "Metrics", "ObserveRequests"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Upper bounds (seconds) of the latency histograms: 0.1 ms to 2.5 s.
 LATENCY_BUCKETS = (
@@ -137,3 +146,32 @@ class Metrics:
         for info in models:
             lines.append(f"recsys_model_info{{{_labels(sorted(info.items()))}}} 1")
         return "\n".join(lines) + "\n"
+
+
+class ObserveRequests:
+    """ASGI middleware: ``metrics.observe_request(route path, status, seconds)`` for every HTTP
+    request (``unmatched`` when no route took it; status 500 when the app raised), timed from
+    the request's arrival to its last response byte handed to the server."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:  # the router put the matched route into the scope
+            endpoint = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.observe_request(endpoint, status, time.perf_counter() - start)

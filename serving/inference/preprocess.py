@@ -32,11 +32,11 @@ Example::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -62,9 +62,13 @@ __all__ = [
     "VocabMapping",
 ]
 
+T = TypeVar("T")
 MISSING_ID, OOV_ID, FIRST_VOCAB_ID = 0, 1, 2
 ID_CONVENTION = {"missing": MISSING_ID, "oov": OOV_ID, "first_vocab": FIRST_VOCAB_ID}
 HASH_NAME = "fnv1a64"
+HASH_CACHE_SIZE = 1 << 16
+_INT_COLUMN = frozenset({int, type(None)})
+_STR = {str}
 
 
 @dataclass(frozen=True)
@@ -98,34 +102,97 @@ class DenseTransform:
 
 @dataclass(frozen=True)
 class VocabMapping:
-    """A vocabulary feature: ``table`` maps a value to its id (``None`` -> 0, unseen -> 1)."""
+    """A vocabulary feature: ``table`` maps a value to its id (``None`` -> 0, unseen -> 1).
+
+    ``int_table`` maps the integers whose decimal string is a vocabulary value (``7`` for
+    ``"7"``, not for ``"07"``) to the same ids, so a column of integers is looked up without
+    turning each into a string."""
 
     name: str
     multi: bool
     cardinality: int
     table: dict[str | None, int]
+    int_table: dict[int | None, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ints: dict[int | None, int] = {None: MISSING_ID}
+        for value, i in self.table.items():
+            if value and (value[0].isdigit() or value[0] == "-") and len(value) < 4000:
+                try:
+                    number = int(value)
+                except ValueError:
+                    continue
+                if str(number) == value:
+                    ints[number] = i
+        object.__setattr__(self, "int_table", ints)
 
     def ids(self, values: list[str | None]) -> np.ndarray:
-        """``N`` int64 ids of ``N`` values."""
+        """``N`` int64 ids of ``N`` values (strings or ``None``)."""
         return np.fromiter(map(self.table.get, values, repeat(OOV_ID)), np.int64, len(values))
+
+    def lookup(self, col: Sequence[object]) -> np.ndarray:
+        """``N`` int64 ids of ``N`` raw values, checked as :func:`categorical_column` checks
+        them (the same ids as ``ids(categorical_column(col))``, without its pass per value).
+
+        A column of ``int``/``None`` goes through :attr:`int_table`; any other column is
+        looked up as it is: only strings and ``None`` can be found in :attr:`table`, so every
+        other value comes back as unseen and only those are checked and converted.
+
+        Raises:
+            RequestError: a value that is not categorical (names the row and the feature).
+        """
+        n = len(col)
+        if n and type(col[0]) is not str:
+            types = set(map(type, col))
+            if types <= _INT_COLUMN:
+                return np.fromiter(map(self.int_table.get, col, repeat(OOV_ID)), np.int64, n)
+        try:
+            ids = np.fromiter(map(self.table.get, col, repeat(OOV_ID)), np.int64, n)
+        except TypeError:  # an unhashable value (a list, a mapping): located and named
+            return self.ids(categorical_column(list(col), self.name))
+        mask = ids == OOV_ID
+        if mask.any():
+            unseen = mask.nonzero()[0]
+            rest = [col[i] for i in unseen.tolist()]
+            if set(map(type, rest)) != _STR:
+                try:
+                    ids[unseen] = self.ids(categorical_column(rest, self.name))
+                except RequestError as err:
+                    assert err.row is not None
+                    row = int(unseen[err.row])
+                    raise RequestError(err.reason, field=self.name, row=row) from None
+        return ids
 
 
 @dataclass(frozen=True)
 class HashedMapping:
-    """A hashed feature: id ``2 + fnv1a64(utf8(value)) % buckets``, ``None`` -> 0."""
+    """A hashed feature: id ``2 + fnv1a64(utf8(value)) % buckets``, ``None`` -> 0.
+
+    The ids of values already seen are kept (up to ``HASH_CACHE_SIZE`` values, then the cache
+    starts again), so a value repeated across requests is hashed once."""
 
     name: str
     multi: bool
     cardinality: int
     buckets: int
+    cache: dict[str | None, int] = field(
+        init=False, repr=False, compare=False, default_factory=lambda: {None: MISSING_ID}
+    )
 
     def ids(self, values: list[str | None]) -> np.ndarray:
-        """``N`` int64 ids of ``N`` values (each distinct value hashed once).
+        """``N`` int64 ids of ``N`` values (strings or ``None``; each distinct value not in
+        the cache hashed once).
 
         Raises:
             RequestError: a string that is not valid Unicode text (``row``: its position).
         """
-        distinct = dict.fromkeys(values)
+        cache = self.cache
+        ids = np.fromiter(map(cache.get, values, repeat(-1)), np.int64, len(values))
+        todo = np.flatnonzero(ids < 0)
+        if not todo.size:
+            return ids
+        missed = [values[i] for i in todo.tolist()]
+        distinct = dict.fromkeys(missed)
         distinct.pop(None, None)
         keys = list(distinct)
         try:
@@ -136,7 +203,17 @@ class HashedMapping:
         codes = (hashes % np.uint64(self.buckets)).astype(np.int64) + FIRST_VOCAB_ID
         table: dict[str | None, int] = dict(zip(keys, codes.tolist()))
         table[None] = MISSING_ID
-        return np.fromiter(map(table.__getitem__, values), np.int64, len(values))
+        ids[todo] = np.fromiter(map(table.__getitem__, missed), np.int64, len(missed))
+        if len(cache) + len(table) > HASH_CACHE_SIZE:
+            cache.clear()
+            cache[None] = MISSING_ID
+        cache.update(table)
+        return ids
+
+    def lookup(self, col: Sequence[object]) -> np.ndarray:
+        """``N`` int64 ids of ``N`` raw values (checked and converted by
+        :func:`categorical_column` first)."""
+        return self.ids(categorical_column(list(col), self.name))
 
 
 def _encodable(text: str) -> bool:
@@ -261,63 +338,139 @@ class RankerPreprocessor:
         return cls(dense, categorical, separators, settings)
 
     # ----------------------------------------------------------------- applying
-    def transform(self, rows: Sequence[Mapping[str, object]]) -> dict[str, np.ndarray]:
+    def transform(
+        self,
+        rows: Sequence[Mapping[str, object]],
+        shared: Mapping[str, object] | None = None,
+    ) -> dict[str, np.ndarray]:
         """The model's feeds for ``B`` raw rows (mappings of raw feature name to value).
+
+        ``shared`` holds raw features that are the same for every row (the user's, for the
+        candidates of one user): each is transformed once and repeated, exactly as if every
+        row carried it; a row's own key wins over it.
 
         Returns ``{"dense": B x D float32, "<f>.ids": int64, "<f>.lengths": B int32, ...}``
         in :attr:`input_names` order.
 
         Raises:
             RequestError: an empty or oversize request, an unknown key, a value of the wrong
-                type (the message names the row and the feature).
+                type (the message names the row and the feature; no row for a shared value).
         """
         columns = rows_to_columns(
             rows,
             self.raw_features,
+            shared=shared,
             ignored=self.settings.ignored_keys,
             max_rows=self.settings.max_rows,
         )
         return self.transform_columns(columns)
 
     def transform_columns(self, columns: RowColumns) -> dict[str, np.ndarray]:
-        """Like :meth:`transform` for a request already in columns (every raw feature present
-        in ``columns.values``, ``B`` values each)."""
+        """Like :meth:`transform` for a request already in columns (every raw feature in
+        ``columns.values``, ``B`` values each, or in ``columns.shared``, one value)."""
         n = columns.n
         feeds: dict[str, np.ndarray] = {}
         if self.dense:
-            feeds["dense"] = self._dense_matrix(columns.values, n)
+            feeds["dense"] = self._dense_matrix(columns)
         unseen: dict[str, int] = {}
         ones = np.ones(n, dtype=np.int32)
         for mapping in self.categorical:
             name = mapping.name
-            if mapping.multi:
-                lengths, flat = multi_column(columns.values[name], name, self.separators[name])
-                try:
-                    ids = mapping.ids(flat)
-                except RequestError as err:
-                    assert err.row is not None
-                    row = int(np.searchsorted(np.cumsum(lengths), err.row, side="right"))
-                    raise RequestError(err.reason, field=name, row=row) from None
+            if name in columns.shared:
+                value = columns.shared[name]
+                if isinstance(mapping, VocabMapping) and not mapping.multi:
+                    ids = np.full(n, _vocab_id(mapping, value), dtype=np.int64)
+                else:
+                    ids, lengths = _once(self._categorical, mapping, [value])
+                    if mapping.multi:
+                        lengths, ids = np.repeat(lengths, n), np.tile(ids, n)
+                    else:
+                        ids = np.full(n, ids[0], dtype=np.int64)
             else:
-                ids = mapping.ids(categorical_column(columns.values[name], name))
-                lengths = ones
+                ids, lengths = self._categorical(mapping, columns.values[name])
             if isinstance(mapping, VocabMapping):
                 unseen[name] = int(np.count_nonzero(ids == OOV_ID))
             feeds[ids_input(name)] = ids
-            feeds[lengths_input(name)] = lengths
+            feeds[lengths_input(name)] = lengths if mapping.multi else ones
         self.counters.record(n, {"absent": columns.absent, "unseen": unseen})
         return feeds
 
-    def _dense_matrix(self, values: Mapping[str, list[Any]], n: int) -> np.ndarray:
-        x = np.empty((len(self.dense), n), dtype=np.float64)
-        for j, d in enumerate(self.dense):
-            x[j] = dense_column(values[d.name], d.name)
-        x = np.where(np.isfinite(x), x, self._fill)
-        if self._log.any():
-            part = x[self._log]
-            x[self._log] = np.copysign(_log1p(np.abs(part)), part)
-        x = (x - self._mean) / self._std
-        return np.ascontiguousarray(x.T, dtype=np.float32)
+    def _categorical(
+        self, mapping: CategoricalMapping, col: list[Any]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(ids, lengths)`` of one column (``lengths`` ``None`` for a single-valued one)."""
+        name = mapping.name
+        if not mapping.multi:
+            return mapping.lookup(col), None
+        lengths, flat = multi_column(col, name, self.separators[name])
+        try:
+            return mapping.ids(flat), lengths
+        except RequestError as err:
+            assert err.row is not None
+            row = int(np.searchsorted(np.cumsum(lengths), err.row, side="right"))
+            raise RequestError(err.reason, field=name, row=row) from None
+
+    def _dense_matrix(self, columns: RowColumns) -> np.ndarray:
+        """``B x D`` float32: per-row features column by column, shared ones once."""
+        n, shared = columns.n, columns.shared
+        per_row = [j for j, d in enumerate(self.dense) if d.name not in shared]
+        once = [j for j, d in enumerate(self.dense) if d.name in shared]
+        if not once:
+            return np.ascontiguousarray(self._standard(columns.values, per_row, n).T, np.float32)
+        out = np.empty((n, len(self.dense)), dtype=np.float32)
+        if per_row:
+            out[:, per_row] = self._standard(columns.values, per_row, n).T
+        out[:, once] = np.array([self._dense_value(j, shared[self.dense[j].name]) for j in once])
+        return out
+
+    def _dense_value(self, j: int, value: object) -> float:
+        """Dense feature ``j``'s transform of one shared raw value, in Python floats: the same
+        IEEE double operations as :meth:`_standard` (fill, the C library's ``log1p``,
+        ``(x - mean) / std``), so the same bits."""
+        d = self.dense[j]
+        if value is None:
+            x = math.nan
+        elif type(value) is float:
+            x = value
+        else:
+            x = float(_once(dense_column, [value], d.name)[0])
+        if not math.isfinite(x):
+            x = d.fill
+        if d.log1p:
+            x = math.copysign(math.log1p(abs(x)), x)
+        return (x - d.mean) / d.std
+
+    def _standard(self, values: Mapping[str, list[Any]], rows: list[int], n: int) -> np.ndarray:
+        """The dense transforms of features ``rows`` (indices into :attr:`dense`) over ``n``
+        raw values each: ``len(rows) x n`` float64."""
+        x = np.empty((len(rows), n), dtype=np.float64)
+        for k, j in enumerate(rows):
+            name = self.dense[j].name
+            x[k] = dense_column(values[name], name)
+        x = np.where(np.isfinite(x), x, self._fill[rows])
+        log = self._log[rows]
+        if log.any():
+            part = x[log]
+            x[log] = np.copysign(_log1p(np.abs(part)), part)
+        return (x - self._mean[rows]) / self._std[rows]
+
+
+def _vocab_id(mapping: VocabMapping, value: object) -> int:
+    """The id of one shared raw value of a single-valued vocabulary feature."""
+    if value is None or type(value) is str:
+        return mapping.table.get(value, OOV_ID)
+    if type(value) is int:
+        return mapping.int_table.get(value, OOV_ID)
+    return int(_once(mapping.lookup, [value])[0])
+
+
+def _once(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` on a shared value: a :class:`RequestError` loses its row (the value is
+    every row's) and says the value was shared."""
+    try:
+        return fn(*args)
+    except RequestError as err:
+        raise RequestError(f"shared value: {err.reason}", field=err.field) from None
 
 
 def _number(entry: Mapping[str, Any], key: str, where: str) -> float:

@@ -5,15 +5,16 @@ It loads ``export_dir`` (``load_manifest``: format version and file hashes check
 a signature that differs from the manifest refuses to start) and the request-time
 preprocessing (:mod:`serving.inference.preprocess`). Three ways in:
 
-* :meth:`OnnxRanker.score` - raw feature rows (the training data's names) -> per-task
-  probabilities, ``{task: B float32}``;
+* :meth:`OnnxRanker.score` - raw feature rows (the training data's names), plus the features
+  every row shares (the user's) sent once -> per-task probabilities, ``{task: B float32}``;
 * :meth:`OnnxRanker.score_feeds` - pre-built model inputs (validated: names, dtypes, shapes,
   lengths, ids in range) -> the same;
 * :meth:`OnnxRanker.scores` - the social backend's ranking-client protocol
   (``serving/social/ranking.py``): ``scores(user_id, candidates) -> list[float]``, one value
   per candidate from the value formula over the task probabilities. Each candidate's dataclass
-  fields plus ``user_id`` are its raw features; fields that are not raw features of the model
-  are ignored (on this path only), features no field carries count as absent.
+  fields are its raw features, the viewer's fields (``user_id`` and the user-level features)
+  are shared by every candidate; fields that are not raw features of the model are ignored
+  (on this path only), features no field carries count as absent.
 
 The ranker is read-only after construction and safe to call from several threads (ONNX
 Runtime sessions are; the counters take a lock).
@@ -21,8 +22,9 @@ Runtime sessions are; the counters take a lock).
 Example::
 
     ranker = OnnxRanker.load(Path("runs/x/export"))
-    probs = ranker.score([{"user_id": 7, "post_id": 12, "topic": "travel"}])
-    probs["like"].shape                     # (1,)
+    probs = ranker.score([{"post_id": 12, "topic": "travel"}, {"post_id": 40}],
+                         shared={"user_id": 7, "country": "fr"})
+    probs["like"].shape                     # (2,)
     ranker.scores(7, candidates)            # [0.93, 0.41, ...]
 """
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -138,13 +141,20 @@ class OnnxRanker:
         outputs = self.session.run(self._outputs, dict(feeds))
         return dict(zip(self.tasks, outputs))
 
-    def score(self, rows: Sequence[Mapping[str, object]]) -> dict[str, np.ndarray]:
+    def score(
+        self,
+        rows: Sequence[Mapping[str, object]],
+        shared: Mapping[str, object] | None = None,
+    ) -> dict[str, np.ndarray]:
         """Per-task probabilities of ``B`` raw rows: ``{task: B float32}``.
+
+        ``shared``: raw features of every row (the user's), transformed once; the same result
+        as merging them into each row, a row's own key winning.
 
         Raises:
             RequestError: an empty or oversize request, an unknown feature, a wrong type.
         """
-        return self.run(self.preprocessor.transform(rows))
+        return self.run(self.preprocessor.transform(rows, shared))
 
     def score_columns(self, columns: RowColumns) -> dict[str, np.ndarray]:
         """Like :meth:`score` for a request already in columns."""
@@ -165,8 +175,12 @@ class OnnxRanker:
         return self.value_formula(probabilities)
 
     # ------------------------------------------------- ranking-client protocol
-    def candidate_columns(self, user_id: object, candidates: Sequence[Any]) -> RowColumns:
-        """Raw feature columns of ``candidates`` (dataclass instances) for ``user_id``."""
+    def candidate_columns(
+        self, candidates: Sequence[Any], shared: Mapping[str, object] | None = None
+    ) -> RowColumns:
+        """Raw feature columns of ``candidates`` (dataclass instances) with the ``shared``
+        raw features (the viewer's, which win over a candidate field of the same name) once;
+        a feature in neither is absent."""
         n = len(candidates)
         check_row_count(n, self.settings.preprocess.max_rows, "candidates")
         kinds = set(map(type, candidates))
@@ -177,17 +191,16 @@ class OnnxRanker:
                     field="candidates",
                 )
         fields = set.intersection(*({f.name for f in dataclasses.fields(k)} for k in kinds))
-        values: dict[str, list[Any]] = {}
-        absent: dict[str, int] = {}
+        shared = shared or {}
+        columns = RowColumns(n, {}, {})
         for f in self.raw_features:
-            if f == "user_id":
-                values[f], absent[f] = [user_id] * n, 0
-            elif f in fields:
-                values[f] = [getattr(c, f) for c in candidates]
-                absent[f] = 0
+            if f in fields and f not in shared:
+                columns.values[f] = list(map(attrgetter(f), candidates))
+                columns.absent[f] = 0
             else:
-                values[f], absent[f] = [None] * n, n
-        return RowColumns(n, values, absent)
+                columns.shared[f] = shared.get(f)
+                columns.absent[f] = 0 if f in shared else n
+        return columns
 
     def scores(self, viewer: Any, candidates: Sequence[Any]) -> list[float]:
         """One value per candidate for ``viewer`` (higher ranks first): the value formula over
@@ -196,12 +209,9 @@ class OnnxRanker:
         ``viewer`` is a dataclass with ``user_id`` and the user-level raw features
         (``serving.social.ranking.Viewer``); its fields that are raw features of the model
         apply to every candidate."""
-        columns = self.candidate_columns(viewer.user_id, candidates)
-        for name, value in dataclasses.asdict(viewer).items():
-            if name in columns.values and name != "user_id":
-                columns.values[name] = [value] * columns.n
-                columns.absent[name] = 0
-        probabilities = self.score_columns(columns)
+        raw = set(self.raw_features)
+        user = {k: v for k, v in dataclasses.asdict(viewer).items() if k in raw}
+        probabilities = self.score_columns(self.candidate_columns(candidates, user))
         return self.values(probabilities).tolist()
 
 

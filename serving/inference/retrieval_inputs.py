@@ -239,13 +239,13 @@ class TwoTowerInputs:
         columns = rows_to_columns(requests, features, max_rows=self.max_rows)
         n = columns.n
         if columns.absent["user_id"]:
-            row = columns.values["user_id"].index(None)
+            row = columns.column("user_id").index(None)
             raise RequestError("is required", field="user_id", row=row)
         users = np.fromiter(
-            (self.user_index(u, i) for i, u in enumerate(columns.values["user_id"])), np.int64, n
+            (self.user_index(u, i) for i, u in enumerate(columns.column("user_id"))), np.int64, n
         )
         ones = np.ones(n, dtype=np.int32)
-        history = columns.values["history"]
+        history = columns.column("history")
         dropped = 0
         if all(h is None for h in history):
             lengths, values = self._history.take(users)
@@ -269,7 +269,7 @@ class TwoTowerInputs:
         unseen: dict[str, int] = {}
         for f in self.user_features:
             codes = self._user_codes[f][users].copy()
-            sent = columns.values[f]
+            sent = columns.column(f)
             given = [i for i in range(n) if sent[i] is not None] if columns.absent[f] < n else []
             if given:
                 keys = categorical_column([sent[i] for i in given], f)

@@ -8,7 +8,9 @@ themselves never import each other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+from serving.social.blobsign import BlobSigner, load_or_create_secret
 from serving.social.clock import Clock, SystemClock
 from serving.social.context import Context
 from serving.social.ranking import RankingClient, make_ranking_client
@@ -49,6 +51,17 @@ class Backend:
         self.ctx.storage.close()
 
 
+def blob_signer(settings: BackendSettings, clock: Clock) -> BlobSigner:
+    """The signer of blob URLs: ``media.url_secret``, or the key file in ``data_dir``."""
+    media = settings.media
+    secret = (
+        media.url_secret.encode()
+        if media.url_secret
+        else load_or_create_secret(Path(settings.data_dir) / "blob-url.key")
+    )
+    return BlobSigner(secret, media.url_ttl_s, clock)
+
+
 def build_backend(
     settings: BackendSettings,
     storage: Storage,
@@ -56,7 +69,10 @@ def build_backend(
     ranking: RankingClient | None = None,
 ) -> Backend:
     """Services over already-open storage (tests inject storage, clock and ranker)."""
-    ctx = Context(storage=storage, settings=settings, clock=clock or SystemClock())
+    clock = clock or SystemClock()
+    ctx = Context(
+        storage=storage, settings=settings, clock=clock, urls=blob_signer(settings, clock)
+    )
     r = settings.ranker
     ranking = ranking or make_ranking_client(
         r.kind, r.url, r.timeout_ms, export_dir=r.export_dir, threads=r.threads

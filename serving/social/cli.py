@@ -80,6 +80,9 @@ def serve(settings: BackendSettings, log_level: str) -> None:
         host=settings.server.host,
         port=settings.server.port,
         log_level=log_level,
+        # The API reads X-Forwarded-For itself, from server.trusted_proxies only (uvicorn's
+        # default would believe any local peer, so a rotating header bypassed the login limit).
+        proxy_headers=False,
     )
 
 

@@ -79,6 +79,16 @@ class RateLimited(BackendError):
         self.retry_after = retry_after
 
 
+class Unavailable(BackendError):
+    """A dependency the request needs (Redis) is down: retry after ``retry_after`` seconds."""
+
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 # --- records ------------------------------------------------------------------------------------
 
 
@@ -178,6 +188,25 @@ class FollowChange:
     followee_id: int
     following: bool
     ts: float
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """The ``Idempotency-Key`` a user sent with a write: a retry with the same key gets the
+    first answer back and creates nothing."""
+
+    user_id: int
+    key: str
+
+
+@dataclass(frozen=True)
+class IdempotentAnswer:
+    """What the store kept of the first write under an :class:`IdempotencyKey`: what the write
+    was (``scope``, e.g. ``posts.create``), a hash of its input, and its answer (JSON)."""
+
+    scope: str
+    fingerprint: str
+    response: str
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ mapping) by :func:`settings_from_mapping`, which names a misspelled or unknown k
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -68,7 +69,9 @@ class MediaSettings:
     ffmpeg: str = "ffmpeg"
     ffprobe: str = "ffprobe"
     ffmpeg_timeout_s: float = 300.0
-    cache_max_age_s: int = 31_536_000  # blobs are content-addressed: cache for a year
+    cache_max_age_s: int = 31_536_000  # upper bound of a blob's max-age (its URL expires first)
+    url_ttl_s: int = 3_600  # signed blob URLs are valid for between half and all of this
+    url_secret: str = ""  # HMAC key of blob URLs; default: random, kept in {data_dir}/blob-url.key
 
 
 @dataclass
@@ -92,6 +95,10 @@ class ServerSettings:
     port: int = 8000
     workers_in_process: bool = True  # run fanout/media/cleanup workers as threads of serve
     poll_interval_s: float = 0.2
+    idempotency_ttl_s: float = 86_400.0  # how long a retry with an Idempotency-Key is answered
+    # Addresses or networks (CIDR) of the reverse proxies whose X-Forwarded-For is believed;
+    # from anyone else the header is ignored (the peer address is the client).
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass
@@ -161,12 +168,30 @@ def settings_from_mapping(values: Mapping[str, Any] | None = None) -> BackendSet
             f"backend settings: ranker.kind must be 'chronological', 'http' or 'onnx', "
             f"got {settings.ranker.kind!r}"
         )
+    if settings.ranker.kind == "onnx" and not settings.ranker.export_dir:
+        raise ValueError(
+            "backend settings: ranker.kind=onnx needs ranker.export_dir (the folder written by "
+            "`recsys export export.run_dir=RUN`, i.e. RUN/export)"
+        )
+    if settings.ranker.kind == "http" and not settings.ranker.url:
+        raise ValueError(
+            "backend settings: ranker.kind=http needs ranker.url (e.g. "
+            "http://127.0.0.1:8500/rank of `recsys serve`)"
+        )
     unknown_codecs = sorted(set(settings.media.video_codecs) - {"h264", "av1"})
     if unknown_codecs:
         raise ValueError(
             f"backend settings: media.video_codecs has unknown codec(s) {unknown_codecs}; "
             "known: ['av1', 'h264']"
         )
+    for proxy in settings.server.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError as error:
+            raise ValueError(
+                f"backend settings: server.trusted_proxies has {proxy!r}, not an address or "
+                f"network ({error})"
+            ) from None
     for name in ("threshold", "timeline_cap", "batch_size"):
         if getattr(settings.fanout, name) < 1:
             raise ValueError(f"backend settings: fanout.{name} must be >= 1")

@@ -1,23 +1,21 @@
 """Read models shared by the services: the JSON shape of a post, a media item and a story as the
 API returns them. Pure functions over records already loaded (no storage access of their own
-beyond the transaction they are given)."""
+beyond the transaction they are given); rendition URLs are signed by the
+:class:`~serving.social.blobsign.BlobSigner` they are given, so a URL exists only where a read
+that applied the visibility rules produced it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from serving.social.blobsign import BlobSigner
 from serving.social.domain import Media, Post, User
 from serving.social.storage.interfaces import MetadataTx
 
-BLOB_PATH = "/v1/blobs/"
 
-
-def blob_url(key: str) -> str:
-    return f"{BLOB_PATH}{key}"
-
-
-def media_view(media: Media) -> dict[str, Any]:
+def media_view(media: Media, urls: BlobSigner) -> dict[str, Any]:
+    """The media item as the API shows it; a ready item's renditions carry signed URLs."""
     view: dict[str, Any] = {
         "id": media.id,
         "kind": media.kind,
@@ -35,7 +33,7 @@ def media_view(media: Media) -> dict[str, Any]:
             thumbhash=media.thumbhash,
             renditions={
                 r.name: {
-                    "url": blob_url(r.blob_key),
+                    "url": urls.url(r.blob_key),
                     "content_type": r.content_type,
                     "width": r.width,
                     "height": r.height,
@@ -49,8 +47,8 @@ def media_view(media: Media) -> dict[str, Any]:
     return view
 
 
-def post_views(tx: MetadataTx, posts: Sequence[Post]) -> list[dict[str, Any]]:
-    """Posts with their author, media and counts, in the order given."""
+def post_views(tx: MetadataTx, posts: Sequence[Post], urls: BlobSigner) -> list[dict[str, Any]]:
+    """Posts with their author, media (URLs signed by ``urls``) and counts, in the order given."""
     if not posts:
         return []
     authors: dict[int, User] = tx.get_users(sorted({p.author_id for p in posts}))
@@ -71,6 +69,6 @@ def post_views(tx: MetadataTx, posts: Sequence[Post]) -> list[dict[str, Any]]:
             "counts": counts.get(post.id, {"likes": 0, "comments": 0, "saves": 0}),
         }
         if post.media_id is not None and post.media_id in media:
-            view["media"] = media_view(media[post.media_id])
+            view["media"] = media_view(media[post.media_id], urls)
         views.append(view)
     return views

@@ -138,7 +138,9 @@ class Workers:
             return False
 
     def cleanup(self) -> int:
-        return self.backend.stories.cleanup()
+        """The periodic job: expired stories (and the tray repair after a Redis restart), old
+        idempotency keys; returns how many items it cleaned."""
+        return self.backend.stories.cleanup() + self.backend.accounts.purge_idempotency_keys()
 
     # --- synchronous --------------------------------------------------------------------------
 

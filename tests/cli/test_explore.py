@@ -10,29 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 
-from recsys.cli.main import main
 from recsys.retrieval.index import VectorIndex
+from tests.recsys_command import SOCIAL_600, run_recsys
 
 LEGACY = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_runs"
 
-DATA = [
-    "data.source.config.n_users=600",
-    "data.source.config.n_authors=60",
-    "data.source.config.n_posts=1500",
-    "data.source.config.n_impressions=30000",
-    "data.source.config.chunk_rows=10000",
-    "tracking.enabled=false",
-]
-
-
-def run(args: list[str]) -> None:
-    GlobalHydra.instance().clear()
-    try:
-        main(args)
-    finally:
-        GlobalHydra.instance().clear()
+DATA = [*SOCIAL_600, "tracking.enabled=false"]
+run = run_recsys
 
 
 @pytest.fixture(scope="module")

@@ -147,3 +147,18 @@ def test_tower_exports_unit_vectors(tmp_path: Path) -> None:
         (got,) = sess.run(None, _feeds(bags))
         assert np.abs(got - eager).max() <= 1e-5
         assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_linear_model_on_dense_features_only(tmp_path: Path) -> None:
+    spec = FeatureSpec(("a", "b", "c"), (), ("click",))
+    ebc = build_embeddings(embedding_tables(spec, EmbeddingConfig(dim=1)), fused=False)
+    model = LogisticRegression(spec, ebc).eval()
+    with torch.no_grad():
+        model.linear.weight.copy_(torch.tensor([[0.5, -1.0, 2.0]]))
+    model_file, _ = export_ranker(model, [], set(), 3, ["click"], tmp_path / "lr.onnx")
+    assert [t.name for t in model_file.inputs] == ["dense"]
+    dense = torch.randn(6, 3)
+    with torch.no_grad():
+        eager = torch.sigmoid(model(dense, None))[:, 0].numpy()  # type: ignore[arg-type]
+    (got,) = session(str(tmp_path / "lr.onnx")).run(None, {"dense": dense.numpy()})
+    assert np.abs(got - eager).max() <= 1e-6

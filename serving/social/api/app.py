@@ -14,10 +14,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from serving.social.api.routes import ROUTERS
 from serving.social.backend import Backend, open_backend
-from serving.social.domain import BackendError, RateLimited, Unauthorized
+from serving.social.domain import BackendError, RateLimited, Unauthorized, Unavailable
 from serving.social.settings import BackendSettings
 from serving.social.workers import Workers
 
@@ -82,7 +83,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         if error.field:
             body["field"] = error.field
         headers = {}
-        if isinstance(error, RateLimited):
+        if isinstance(error, RateLimited | Unavailable):
             headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
         if isinstance(error, Unauthorized):
             headers["WWW-Authenticate"] = "Bearer"
@@ -95,14 +96,44 @@ def _install_error_handlers(app: FastAPI) -> None:
             for e in error.errors()
         ]
         message = "; ".join(f"{f['loc']}: {f['message']}" for f in fields) or "invalid request"
-        return JSONResponse(
-            {"error": {"code": "invalid_request", "message": message, "fields": fields}},
-            status_code=422,
-        )
+        body: dict[str, Any] = {"code": "invalid_request", "message": message, "fields": fields}
+        first = error.errors()[0].get("loc", ()) if error.errors() else ()
+        # the parameter's own name: "caption" for ("body", "caption"), "events[0].dwell_ms"
+        named = [f"[{p}]" if isinstance(p, int) else f".{p}" for p in first[1:]]
+        if named:
+            body["field"] = "".join(named).lstrip(".")
+        return JSONResponse({"error": body}, status_code=422)
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {"error": {"code": "internal", "message": "internal error"}}, status_code=500
-        )
+    app.add_middleware(_AnswerUnexpected)
+
+
+class _AnswerUnexpected:
+    """Turns an exception no handler took into a logged 500 with the JSON error body, and lets
+    the connection live on. (Starlette's own last-resort handler re-raises after answering, so
+    the server closes the keep-alive connection and the client's next request on it is reset.)
+    An exception after the answer has started cannot be answered and still closes it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            answer = JSONResponse(
+                {"error": {"code": "internal", "message": "internal error"}}, status_code=500
+            )
+            await answer(scope, receive, send)

@@ -252,9 +252,14 @@ def _image_dimensions(data: bytes, fmt: str, settings: MediaSettings) -> tuple[i
 
 
 def inspect_upload(
-    data: bytes, declared_content_type: str | None, settings: MediaSettings
+    data: bytes,
+    declared_content_type: str | None,
+    settings: MediaSettings,
+    *,
+    size: int | None = None,
 ) -> UploadInfo:
-    """Identifies and vets an upload.
+    """Identifies and vets an upload: ``data`` is the whole file, or (a video streamed to
+    disk) its first bytes with ``size`` the whole file's length.
 
     Raises (each with ``field="file"``):
         BadRequest: empty or too short to identify; the declared content type disagrees with
@@ -263,7 +268,7 @@ def inspect_upload(
         PayloadTooLarge: over the byte limit of its kind, or an image over the pixel or side
             limits (checked from the header, before decoding).
     """
-    size = len(data)
+    size = len(data) if size is None else int(size)
     if size == 0:
         raise BadRequest("the file is empty (0 bytes)", field="file")
     if size < MIN_BYTES:

@@ -15,7 +15,15 @@ from dataclasses import dataclass
 
 from serving.social.cachekeys import graph_key
 from serving.social.context import Context
-from serving.social.domain import BadRequest, Conflict, Event, Unauthorized, User
+from serving.social.domain import (
+    BadRequest,
+    Conflict,
+    Event,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    User,
+)
 from serving.social.services.shared import existing_user
 from serving.social.storage.interfaces import MetadataTx
 
@@ -126,11 +134,22 @@ class AccountService:
         with self.ctx.storage.metadata.transaction() as tx:
             tx.revoke_token(token_hash(token))
 
+    def purge_idempotency_keys(self) -> int:
+        """Deletes idempotency keys older than ``server.idempotency_ttl_s`` (a retry after that
+        is a new write); returns how many. Run by the cleanup job."""
+        before = self.ctx.clock.now() - self.ctx.settings.server.idempotency_ttl_s
+        with self.ctx.storage.metadata.transaction() as tx:
+            return tx.purge_idempotency_keys(before)
+
     # --- profiles -----------------------------------------------------------------------------
 
-    def profile(self, user_id: int) -> dict[str, object]:
-        with self.ctx.storage.metadata.transaction() as tx:
+    def profile(self, viewer_id: int, user_id: int) -> dict[str, object]:
+        """``user_id``'s profile as ``viewer_id`` sees it: 404 (as if missing) when either
+        blocked the other."""
+        with self.ctx.storage.metadata.reading() as tx:
             user = existing_user(tx, user_id)
+            if user_id != viewer_id and user_id in tx.blocked_either_way(viewer_id):
+                raise NotFound(f"user {user_id} not found", field="user_id")
             return {
                 "id": user.id,
                 "username": user.username,
@@ -161,8 +180,13 @@ class AccountService:
         cached follow graph of these users is dropped."""
         with self.ctx.storage.metadata.transaction() as tx:
             yield tx
-        for user_id in user_ids:
-            self.ctx.storage.cache.delete(graph_key(user_id))
+        try:
+            for user_id in user_ids:
+                self.ctx.storage.cache.delete(graph_key(user_id))
+        except Unavailable:
+            # Committed. A Redis that lost its data lost the entry too; one that kept it keeps
+            # a stale graph for at most GRAPH_TTL_S (the feed filters on it meanwhile).
+            pass
 
     def follow(self, follower_id: int, followee_id: int) -> bool:
         """True if the follow is new. Backfill happens in the fanout worker."""

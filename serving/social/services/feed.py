@@ -14,6 +14,10 @@ Read path (``home``):
    new posts arrive. With a ranker the first page ranks up to ``feed.candidates`` posts and keeps
    that order as a snapshot in the cache for ``feed.session_ttl_s`` (cursor ``r<session>.<n>``),
    so later pages neither repeat nor skip posts although scores change.
+
+Redis down: the cached graph is skipped (read from the database) and the candidates come
+through the pull path alone (every followed author's newest posts, as for celebrities), so the
+chronological feed keeps working on PostgreSQL; a ranked feed's snapshot needs Redis (503).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 
 from serving.social.cachekeys import GRAPH_TTL_S, graph_key
 from serving.social.context import Context
-from serving.social.domain import MAX_ID, BadRequest, CursorExpired, Post
+from serving.social.domain import MAX_ID, BadRequest, CursorExpired, Post, Unavailable
 from serving.social.ranking import Candidate, RankingClient, Viewer
 from serving.social.services.shared import existing_user
 from serving.social.views import post_views
@@ -42,6 +46,8 @@ class _Graph:
     celebrities: list[int]
     pushed_authors: list[int]
     blocked: set[int]
+    #: the pushed timeline is out of reach (Redis down): pull every author instead
+    pull_all: bool = False
 
 
 class FeedService:
@@ -90,7 +96,12 @@ class FeedService:
         now = self.ctx.clock.now()
         cache = self.ctx.storage.cache
         key = graph_key(user_id)
-        raw = cache.get(key)
+        try:
+            raw = cache.get(key)
+        except Unavailable:
+            graph, _ = self._graph_from_db(user_id, now)
+            graph.pull_all = True
+            return graph
         cached = json.loads(raw) if raw is not None else None
         if cached is not None and 0 <= now - cached["at"] < GRAPH_TTL_S:
             # Filled by a read less than GRAPH_TTL_S ago, which built the timeline; only
@@ -109,9 +120,12 @@ class FeedService:
             "pushed": graph.pushed_authors,
             "blocked": sorted(graph.blocked),
         }
-        cache.set(key, json.dumps(entry).encode(), GRAPH_TTL_S)
-        if rebuild and (came_back or not self.ctx.storage.timelines.is_built(user_id)):
-            self._rebuild(user_id, graph)
+        try:
+            cache.set(key, json.dumps(entry).encode(), GRAPH_TTL_S)
+            if rebuild and (came_back or not self.ctx.storage.timelines.is_built(user_id)):
+                self._rebuild(user_id, graph)
+        except Unavailable:
+            graph.pull_all = True
         return graph
 
     def _graph_from_db(self, user_id: int, now: float) -> tuple[_Graph, bool]:
@@ -158,18 +172,18 @@ class FeedService:
         """Up to ``want`` visible posts older than ``before``, newest first, and (when
         ``views_for`` is given) the views of the first ``views_for`` of them, built in the
         same transaction as the last lookup (one database round of a page read, not two)."""
-        timelines = self.ctx.storage.timelines
         per_celebrity = self.ctx.settings.fanout.celebrity_posts_per_read
         found: list[Post] = []
         views: list[dict[str, Any]] | None = None
         while True:
             batch = max(want - len(found), 16)
-            pushed = timelines.page(user_id, batch, before)
+            pushed = self._pushed_page(user_id, graph, batch, before)
             pulled_limit = min(batch, per_celebrity)
+            pulled_authors = [*graph.celebrities, *(graph.pushed_authors if graph.pull_all else ())]
             with self.ctx.storage.metadata.reading() as tx:
                 pulled = (
-                    tx.recent_posts(graph.celebrities, pulled_limit, before_id=before)
-                    if graph.celebrities
+                    tx.recent_posts(pulled_authors, pulled_limit, before_id=before)
+                    if pulled_authors
                     else []
                 )
                 by_id = {p.id: p for p in pulled}
@@ -194,10 +208,23 @@ class FeedService:
                 # done when full, or when every source is exhausted
                 if not merged or not horizons or len(found) >= want:
                     if views_for is not None:
-                        views = post_views(tx, found[:views_for])
+                        views = post_views(tx, found[:views_for], self.ctx.urls)
                     break
             before = merged[-1]
         return found[:want], views
+
+    def _pushed_page(
+        self, user_id: int, graph: _Graph, limit: int, before: int | None
+    ) -> list[int]:
+        """Up to ``limit`` ids of the pushed timeline older than ``before``; none when it is out
+        of reach (Redis down), after which ``graph`` pulls every author."""
+        if graph.pull_all:
+            return []
+        try:
+            return self.ctx.storage.timelines.page(user_id, limit, before)
+        except Unavailable:
+            graph.pull_all = True
+            return []
 
     # --- ranked feed --------------------------------------------------------------------------
 
@@ -268,5 +295,5 @@ class FeedService:
 
     def _response(self, posts: list[Post], next_cursor: str | None, ranked_by: str) -> dict:
         with self.ctx.storage.metadata.transaction() as tx:
-            items: list[dict[str, Any]] = post_views(tx, posts)
+            items: list[dict[str, Any]] = post_views(tx, posts, self.ctx.urls)
         return {"items": items, "next_cursor": next_cursor, "ranked_by": ranked_by}

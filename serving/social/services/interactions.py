@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from serving.social.context import Context
-from serving.social.domain import MAX_ID, BadRequest, InteractionEvent, Post
-from serving.social.services.shared import visible_post
+from serving.social.domain import MAX_ID, BadRequest, IdempotencyKey, InteractionEvent, Post
+from serving.social.services.shared import remember, replayed, visible_post
 
 MAX_COMMENT = 1_000
 MAX_IMPRESSIONS = 500
@@ -46,7 +46,15 @@ class InteractionService:
             tx.append_events([self._event("share", user_id, post, now)])
         return {"post_id": post_id, "shared": True}
 
-    def comment(self, user_id: int, post_id: int, text: str) -> dict[str, Any]:
+    def comment(
+        self,
+        user_id: int,
+        post_id: int,
+        text: str,
+        *,
+        idempotency: IdempotencyKey | None = None,
+    ) -> dict[str, Any]:
+        """A new comment; a retry with the same ``idempotency`` key answers the first again."""
         text = text.strip()
         if not text:
             raise BadRequest("comment text is empty", field="text")
@@ -54,16 +62,21 @@ class InteractionService:
             raise BadRequest(f"comment longer than {MAX_COMMENT} characters", field="text")
         now = self.ctx.clock.now()
         with self.ctx.storage.metadata.transaction() as tx:
+            request = {"post_id": post_id, "text": text}
+            prior = replayed(tx, idempotency, "comments.create", request, now)
+            if prior is not None:
+                return prior
             post = visible_post(tx, user_id, post_id)
             comment = tx.add_comment(user_id, post_id, text, now)
             tx.append_events([self._event("comment", user_id, post, now)])
-            return {
+            answer = {
                 "id": comment.id,
                 "post_id": post_id,
                 "user_id": user_id,
                 "text": comment.text,
                 "created_at": comment.created_at,
             }
+            return remember(tx, idempotency, answer)
 
     def comments(
         self, viewer_id: int, post_id: int, after_id: int = 0, limit: int = 50

@@ -14,20 +14,26 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from serving.social.context import Context
-from serving.social.domain import Event, NotFound, Rendition
+from serving.social.domain import Event, IdempotencyKey, NotFound, Rendition
 from serving.social.media import MediaProcessingError
 from serving.social.media.images import RenditionFile, process_image
-from serving.social.media.sniff import inspect_upload
+from serving.social.media.sniff import ALLOWED_IMAGE_FORMATS, detect_format, inspect_upload
 from serving.social.media.video import RenditionPath, process_video
+from serving.social.services.shared import media_visible, remember, replayed
+from serving.social.storage.blobs import stream_digest
 from serving.social.views import media_view
 
 log = logging.getLogger(__name__)
+
+#: Bytes of an upload read to identify it (a video's checks need no more).
+SNIFF_BYTES = 64 * 1024
 
 STREAM = "media"
 GROUP = "media"
@@ -39,39 +45,59 @@ class MediaService:
 
     # --- API side -----------------------------------------------------------------------------
 
-    def upload(self, owner_id: int, data: bytes, declared_content_type: str | None) -> dict:
-        """Validates and stores the original; returns the media view (status ``processing``).
-        Raises a 4xx :class:`~serving.social.domain.BackendError` for bad input, storing
-        nothing."""
-        info = inspect_upload(data, declared_content_type, self.ctx.settings.media)
+    def upload(
+        self,
+        owner_id: int,
+        source: BinaryIO,
+        declared_content_type: str | None,
+        *,
+        idempotency: IdempotencyKey | None = None,
+    ) -> dict:
+        """Validates and stores the original read from ``source`` (a file, e.g. the upload's
+        temporary file: a video is never held in memory, an image only up to its byte limit);
+        returns the media view (status ``processing``). Raises a 4xx
+        :class:`~serving.social.domain.BackendError` for bad input, storing nothing. A retry
+        with the same ``idempotency`` key answers the first upload again."""
+        settings = self.ctx.settings.media
+        size = source.seek(0, io.SEEK_END)
+        source.seek(0)
+        head = source.read(SNIFF_BYTES)
+        if size <= settings.max_image_bytes and detect_format(head) in ALLOWED_IMAGE_FORMATS:
+            head += source.read()  # an image is checked (and later decoded) whole
+        info = inspect_upload(head, declared_content_type, settings, size=size)
         blobs = self.ctx.storage.blobs
         key_existed = False
         key = None
         now = self.ctx.clock.now()
         try:
-            key_existed = blobs.exists(hashlib.sha256(data).hexdigest())
-            key = blobs.put(data)
+            source.seek(0)
+            key_existed = blobs.exists(stream_digest(source))
+            key = blobs.put_stream(source)
             with self.ctx.storage.metadata.transaction() as tx:
+                request = {"sha256": key, "content_type": info.content_type}
+                prior = replayed(tx, idempotency, "media.upload", request, now)
+                if prior is not None:
+                    return prior
                 media = tx.create_media(owner_id, info.kind, info.content_type, key, now)
                 tx.add_outbox(Event(STREAM, "media.uploaded", {"media_id": media.id}, ts=now))
                 tx.touch_user(owner_id, now)
+                return remember(tx, idempotency, media_view(media, self.ctx.urls))
         except BaseException:
             if key is not None and not key_existed:
                 blobs.delete(key)
             raise
-        return media_view(media)
 
     def get(self, viewer_id: int, media_id: int) -> dict[str, Any]:
-        """Anyone signed in may read a ready item; processing or failed ones only their owner."""
-        with self.ctx.storage.metadata.transaction() as tx:
+        """The item as ``viewer_id`` may see it (:func:`~.shared.media_visible`: the owner, or
+        a viewer of the post or active story that shows it); 404 otherwise, as if missing."""
+        with self.ctx.storage.metadata.reading() as tx:
             media = tx.get_media(media_id)
-        if (
-            media is None
-            or media.status == "deleted"
-            or (media.status != "ready" and media.owner_id != viewer_id)
-        ):
+            visible = media is not None and media_visible(
+                tx, viewer_id, media, self.ctx.clock.now()
+            )
+        if not visible or media is None:
             raise NotFound(f"media {media_id} not found", field="media_id")
-        return media_view(media)
+        return media_view(media, self.ctx.urls)
 
     # --- worker side --------------------------------------------------------------------------
 

@@ -10,11 +10,13 @@ import re
 from typing import Any
 
 from serving.social.context import Context
-from serving.social.domain import BadRequest, Event, NotFound, Post
+from serving.social.domain import BadRequest, Event, IdempotencyKey, NotFound, Post
 from serving.social.services.shared import (
     authored_by,
     existing_user,
     owned_ready_media,
+    remember,
+    replayed,
     visible_post,
 )
 from serving.social.views import post_views
@@ -28,9 +30,16 @@ class PostService:
         self.ctx = ctx
 
     def create(
-        self, author_id: int, caption: str = "", media_id: int | None = None, topic: str = ""
+        self,
+        author_id: int,
+        caption: str = "",
+        media_id: int | None = None,
+        topic: str = "",
+        *,
+        idempotency: IdempotencyKey | None = None,
     ) -> dict[str, Any]:
-        """A new post by ``author_id``; attached media must be the author's own and ready."""
+        """A new post by ``author_id``; attached media must be the author's own and ready. A
+        retry with the same ``idempotency`` key answers the first post again."""
         if len(caption) > MAX_CAPTION:
             raise BadRequest(f"caption longer than {MAX_CAPTION} characters", field="caption")
         if not TOPIC.match(topic):
@@ -38,7 +47,11 @@ class PostService:
         if not caption.strip() and media_id is None:
             raise BadRequest("a post needs a caption or a media_id", field="caption")
         now = self.ctx.clock.now()
+        request = {"caption": caption, "media_id": media_id, "topic": topic}
         with self.ctx.storage.metadata.transaction() as tx:
+            prior = replayed(tx, idempotency, "posts.create", request, now)
+            if prior is not None:
+                return prior
             media_type = "text"
             if media_id is not None:
                 media_type = owned_ready_media(tx, author_id, media_id).kind
@@ -59,7 +72,7 @@ class PostService:
                 )
             )
             tx.touch_user(author_id, now)
-            return post_views(tx, [post])[0]
+            return remember(tx, idempotency, post_views(tx, [post], self.ctx.urls)[0])
 
     def delete(self, user_id: int, post_id: int) -> None:
         """Soft-deletes the caller's own post; the fanout worker removes it from timelines and
@@ -81,7 +94,7 @@ class PostService:
 
     def get(self, viewer_id: int, post_id: int) -> dict[str, Any]:
         with self.ctx.storage.metadata.transaction() as tx:
-            return post_views(tx, [visible_post(tx, viewer_id, post_id)])[0]
+            return post_views(tx, [visible_post(tx, viewer_id, post_id)], self.ctx.urls)[0]
 
     def by_author(
         self, viewer_id: int, author_id: int, limit: int, before_id: int | None = None
@@ -94,6 +107,6 @@ class PostService:
             posts: list[Post] = tx.recent_posts([author_id], limit + 1, before_id=before_id)
             page = posts[:limit]
             return {
-                "items": post_views(tx, page),
+                "items": post_views(tx, page, self.ctx.urls),
                 "next_cursor": str(page[-1].id) if len(posts) > limit else None,
             }

@@ -3,9 +3,20 @@ module (which imports no service)."""
 
 from __future__ import annotations
 
-from typing import Protocol, TypeVar
+import hashlib
+import json
+from typing import Any, Protocol, TypeVar
 
-from serving.social.domain import Conflict, Forbidden, Media, NotFound, Post, User
+from serving.social.domain import (
+    Conflict,
+    Forbidden,
+    IdempotencyKey,
+    Media,
+    NotFound,
+    Post,
+    Story,
+    User,
+)
 from serving.social.storage.interfaces import MetadataTx
 
 
@@ -59,3 +70,62 @@ def visible_post(tx: MetadataTx, viewer_id: int, post_id: int) -> Post:
     if post is None or post.author_id in tx.blocked_either_way(viewer_id):
         raise NotFound(f"post {post_id} not found", field="post_id")
     return post
+
+
+def story_visible(tx: MetadataTx, viewer_id: int, story: Story, now: float) -> bool:
+    """Whether ``viewer_id`` may see ``story``: it is active (``expires_at > now``) and the
+    viewer is its author, or follows the author and neither blocked the other."""
+    if story.expires_at <= now:
+        return False
+    if story.author_id == viewer_id:
+        return True
+    return story.author_id not in tx.blocked_either_way(viewer_id) and tx.is_following(
+        viewer_id, story.author_id
+    )
+
+
+def media_visible(tx: MetadataTx, viewer_id: int, media: Media, now: float) -> bool:
+    """Whether ``viewer_id`` may see media item ``media``: its owner always (until deleted);
+    anyone else only a ready item shown by something they may see: a live post whose author
+    and the viewer did not block one another, or an active story under :func:`story_visible`.
+    Media of a deleted post, an expired story, or attached to nothing is its owner's alone."""
+    if media.status == "deleted":
+        return False
+    if media.owner_id == viewer_id:
+        return True
+    if media.status != "ready":
+        return False
+    posts = tx.posts_with_media(media.id)
+    if posts and any(p.author_id not in tx.blocked_either_way(viewer_id) for p in posts):
+        return True
+    return any(story_visible(tx, viewer_id, st, now) for st in tx.stories_with_media(media.id))
+
+
+def replayed(
+    tx: MetadataTx, key: IdempotencyKey | None, scope: str, request: Any, now: float
+) -> dict[str, Any] | None:
+    """The first answer to a write retried with the same ``Idempotency-Key``, or None when
+    there is no key or it is new (then this transaction takes it: call :func:`remember` with the
+    answer before it commits). ``scope`` names the write (``posts.create``) and ``request`` its
+    input (JSON-able); the same key sent with another write or other input is a 409 (field
+    ``Idempotency-Key``), never a silent replay of something else."""
+    if key is None:
+        return None
+    encoded = json.dumps(request, sort_keys=True, separators=(",", ":")).encode()
+    fingerprint = hashlib.sha256(encoded).hexdigest()
+    prior = tx.claim_idempotency_key(key, scope, fingerprint, now)
+    if prior is None:
+        return None
+    if prior.scope != scope or prior.fingerprint != fingerprint:
+        raise Conflict(
+            "this Idempotency-Key was used with a different request", field="Idempotency-Key"
+        )
+    return json.loads(prior.response)
+
+
+def remember(tx: MetadataTx, key: IdempotencyKey | None, answer: dict[str, Any]) -> dict[str, Any]:
+    """Stores ``answer`` under ``key`` (taken by :func:`replayed` in this transaction, so both
+    commit together or not at all); returns ``answer``."""
+    if key is not None:
+        tx.store_idempotent_answer(key, json.dumps(answer, separators=(",", ":")))
+    return answer

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO
 
 from serving.social.domain import BadRequest, NotFound
 
-__all__ = ["LocalBlobStore", "is_valid_key"]
+__all__ = ["LocalBlobStore", "is_valid_key", "stream_digest"]
 
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1024 * 1024
@@ -93,17 +93,21 @@ class LocalBlobStore:
         return self._write(target.parent, copy)
 
     def put_file(self, path: Path) -> str:
-        """Stores a copy of the file at ``path`` (hashed while streaming) and returns its key.
+        """Stores a copy of the file at ``path`` (hashed while streaming) and returns its key."""
+        with open(Path(path), "rb") as source:
+            return self.put_stream(source)
 
-        The file is copied into a temporary file in the store's root first (hashing as it
-        goes), then moved into its content-addressed place, so it is read once.
+    def put_stream(self, source: BinaryIO) -> str:
+        """Stores what ``source`` holds from its current position to its end, in chunks (never
+        all in memory), and returns its key.
+
+        The bytes are copied into a temporary file in the store's root first (hashing as they
+        go), then moved into their content-addressed place, so ``source`` is read once.
         """
-        source = Path(path)
 
         def copy(handle: BinaryIO) -> str:
             digest = hashlib.sha256()
-            with open(source, "rb") as src:
-                _copy_hashing(src, handle, digest)
+            _copy_hashing(source, handle, digest)
             return digest.hexdigest()
 
         return self._write(self.root, copy)
@@ -136,6 +140,11 @@ class LocalBlobStore:
             return False
         return True
 
+    def check(self) -> None:
+        """Raises ``OSError`` unless the root folder exists and is writable."""
+        if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):
+            raise OSError(f"blob folder {self.root} is missing or not writable")
+
     def keys(self) -> Iterator[str]:
         """Every stored key (in no particular order); temporary files are skipped."""
         for first in _subdirs(self.root):
@@ -164,6 +173,17 @@ def _subdirs(folder: Path) -> list[Path]:
             )
     except FileNotFoundError:
         return []
+
+
+def stream_digest(source: BinaryIO) -> str:
+    """The SHA-256 hex digest (a blob key) of ``source`` from its current position to its end,
+    read in chunks; the position is restored."""
+    start = source.tell()
+    digest = hashlib.sha256()
+    while chunk := source.read(_CHUNK):
+        digest.update(chunk)
+    source.seek(start)
+    return digest.hexdigest()
 
 
 def _copy_hashing(src: BinaryIO, dst: BinaryIO, digest: Any) -> None:

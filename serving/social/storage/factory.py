@@ -22,6 +22,7 @@ from serving.social.clock import Clock
 from serving.social.settings import BackendSettings
 from serving.social.storage import Storage
 from serving.social.storage.blobs import LocalBlobStore
+from serving.social.storage.fallback import FallbackRateLimiter
 from serving.social.storage.interfaces import MetadataStore
 from serving.social.storage.sql import (
     SqlEventBus,
@@ -63,6 +64,7 @@ def open_storage(settings: BackendSettings, clock: Clock) -> Storage:
     metadata.check()
     blobs = LocalBlobStore(settings.resolved_blob_dir())
     cap = settings.fanout.timeline_cap
+    probes = {"metadata": metadata.check, "blobs": blobs.check}
     if settings.storage == "embedded":
         return Storage(
             metadata=metadata,
@@ -72,6 +74,7 @@ def open_storage(settings: BackendSettings, clock: Clock) -> Storage:
             limiter=SqlRateLimiter(engine),
             bus=SqlEventBus(engine),
             blobs=blobs,
+            probes=probes,
         )
     from serving.social.storage.redis import (
         RedisEventBus,
@@ -98,7 +101,8 @@ def open_storage(settings: BackendSettings, clock: Clock) -> Storage:
         timelines=RedisTimelineStore(client, prefix, cap),
         stories=RedisStoryCache(client, prefix, story_ttl_s=float(settings.stories.ttl_s)),
         cache=RedisKeyValueCache(client, prefix),
-        limiter=RedisRateLimiter(client, prefix),
+        limiter=FallbackRateLimiter(RedisRateLimiter(client, prefix)),
         bus=RedisEventBus(client, prefix),
         blobs=blobs,
+        probes={**probes, "redis": client.ping},
     )

@@ -25,12 +25,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Protocol, TypedDict, Unpack
+from typing import BinaryIO, Protocol, TypedDict, Unpack
 
 from serving.social.domain import (
     Comment,
     Event,
     FollowChange,
+    IdempotencyKey,
+    IdempotentAnswer,
     InteractionEvent,
     Media,
     MediaStatus,
@@ -151,6 +153,10 @@ class MetadataTx(Protocol):
         """Each author's newest live posts (id < before_id when given), newest first overall."""
         ...
 
+    def posts_with_media(self, media_id: int) -> list[Post]:
+        """The live posts showing media item ``media_id``, oldest first."""
+        ...
+
     # media
     def create_media(
         self, owner_id: int, kind: str, content_type: str, raw_key: str | None, now: float
@@ -180,6 +186,15 @@ class MetadataTx(Protocol):
 
     def active_stories(self, author_ids: Sequence[int], now: float) -> list[Story]:
         """Stories with ``expires_at > now`` (strictly), oldest first."""
+        ...
+
+    def stories_with_media(self, media_id: int) -> list[Story]:
+        """The stories (expired or not) showing media item ``media_id``, oldest first."""
+        ...
+
+    def active_stories_page(self, now: float, after_id: int, limit: int) -> list[Story]:
+        """Every author's stories with ``expires_at > now`` and id > ``after_id``, by id, at
+        most ``limit``."""
         ...
 
     def expired_uncleaned_stories(self, now: float, limit: int) -> list[Story]:
@@ -221,6 +236,20 @@ class MetadataTx(Protocol):
 
     # outbox
     def add_outbox(self, event: Event) -> None: ...
+
+    # idempotency keys of writes
+    def claim_idempotency_key(
+        self, key: IdempotencyKey, scope: str, fingerprint: str, now: float
+    ) -> IdempotentAnswer | None:
+        """None when ``key`` is new (now taken by this transaction; a concurrent transaction
+        with the same key waits for this one), else the answer a committed write stored."""
+        ...
+
+    def store_idempotent_answer(self, key: IdempotencyKey, response: str) -> None: ...
+
+    def purge_idempotency_keys(self, before: float, limit: int = 10_000) -> int:
+        """Deletes up to ``limit`` keys created before ``before``; returns how many."""
+        ...
 
 
 class MetadataStore(Protocol):
@@ -295,8 +324,9 @@ class TimelineStore(Protocol):
 
 
 class StoryCache(Protocol):
-    """Active-story trays: per author the live story ids with their expiry, and per viewer the
-    story ids seen. Reads filter on ``expires_at > now`` themselves."""
+    """Active-story trays: per author the live story ids with their expiry, a cache of the
+    metadata store's stories (rebuilt from it when lost: :meth:`is_built`). Reads filter on
+    ``expires_at > now`` themselves."""
 
     def add(self, story: Story) -> None: ...
 
@@ -309,9 +339,12 @@ class StoryCache(Protocol):
         that have at least one active story."""
         ...
 
-    def mark_seen(self, viewer_id: int, story_id: int, expires_at: float) -> None: ...
+    def is_built(self) -> bool:
+        """False when the trays may have lost entries (a Redis restart or flush) and must be
+        rebuilt from the metadata store before they are read."""
+        ...
 
-    def seen(self, viewer_id: int, story_ids: Sequence[int]) -> set[int]: ...
+    def mark_built(self) -> None: ...
 
 
 class KeyValueCache(Protocol):
@@ -370,6 +403,10 @@ class BlobStore(Protocol):
     def put(self, data: bytes) -> str: ...
 
     def put_file(self, path: Path) -> str: ...
+
+    def put_stream(self, source: BinaryIO) -> str:
+        """Stores ``source`` from its position to its end, in chunks; returns the key."""
+        ...
 
     def get(self, key: str) -> bytes:
         """Raises :class:`~serving.social.domain.NotFound` for an unknown key."""

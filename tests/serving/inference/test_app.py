@@ -67,6 +67,13 @@ def test_rank_speaks_the_feed_contract(exports: dict[str, Path]) -> None:
         alone = api.post("/rank", json=override).json()["scores"]
         expected = ranker.values(ranker.score([{**rows[0], "country": "de"}])).tolist()
         assert alone == expected
+        # an integral float user id is its integer; a lone surrogate is read as Python reads it
+        as_float = api.post("/rank", json={**body, "user_id": 7.0}).json()["scores"]
+        assert as_float == got["scores"]
+        odd = b'{"user_id": 7, "candidates": [{"topic": "\\ud800"}]}'
+        reply = api.post("/rank", content=odd, headers={"content-type": "application/json"})
+        assert reply.status_code == 200, reply.text
+        assert reply.headers["content-type"] == "application/json"
 
 
 def _fails(api: TestClient, path: str, body: Any) -> dict[str, Any]:
@@ -99,6 +106,19 @@ def test_bad_requests_are_422_naming_the_field(exports: dict[str, Path]) -> None
             "/rank", content=b"{not json", headers={"content-type": "application/json"}
         )
         assert bad_json.status_code == 422 and "error" in bad_json.json()
+        # the /rank body is checked by hand: the same 422s, naming the field
+        assert _fails(api, "/rank", [CANDIDATES[0]])["field"] == ""
+        assert _fails(api, "/rank", {"candidates": {"a": 1}})["field"] == "candidates"
+        assert _fails(api, "/rank", {"candidates": [{}, [1]]})["field"] == "candidates.1"
+        assert _fails(api, "/rank", {"user": [1], "candidates": [{}]})["field"] == "user"
+        for bad_id in (True, 1.5, [1], {"id": 1}):
+            assert (
+                _fails(api, "/rank", {"user_id": bad_id, "candidates": [{}]})["field"] == "user_id"
+            )
+        error = _fails(api, "/rank", {"user": {"colour": "red"}, "candidates": [{}]})
+        assert (error["field"], error["row"]) == ("colour", None)
+        error = _fails(api, "/rank", {"user": {"country": 3.5}, "candidates": [{}]})
+        assert error["field"] == "country" and "shared value" in error["message"]
 
 
 def test_retrieve_and_recommend(exports: dict[str, Path]) -> None:
@@ -134,6 +154,11 @@ def test_health_metadata_and_metrics(exports: dict[str, Path]) -> None:
         assert 'recsys_stage_seconds_count{stage="inference"} 1' in text
         assert 'recsys_input_events_total{model="ranker",kind="absent",feature="country"} 3' in text
         assert 'recsys_model_info{class="MultiTaskRanker"' in text
+        assert api.get("/nowhere").status_code == 404
+        text = api.get("/metrics").text
+        assert 'recsys_requests_total{endpoint="unmatched",status="404"} 1' in text
+        assert 'recsys_requests_total{endpoint="/metrics",status="200"} 1' in text
+        assert 'recsys_request_seconds_count{endpoint="/rank"} 2' in text
 
 
 def test_a_bad_export_refuses_to_start(exports: dict[str, Path], tmp_path: Path) -> None:

@@ -48,3 +48,26 @@ def test_fnv1a64_equals_the_training_pipeline() -> None:
     assert got.dtype == np.uint64 and np.array_equal(got, expected)
     assert fnv1a64([]).shape == (0,)
     assert int(fnv1a64([""])[0]) == 0xCBF29CE484222325  # the offset basis
+
+
+def test_shared_values_and_features_no_row_has_stay_one_value() -> None:
+    rows = [{"a": 1, "id": "r1"}, {"a": 2, "id": "r2"}]
+    for given in (rows, [{**rows[0], "b": 5}, rows[1]]):  # same keys, then row by row
+        cols = rows_to_columns(given, FEATURES, shared={"b": 9}, ignored=["id"], max_rows=10)
+        assert cols.values["a"] == [1, 2] and cols.shared["c"] is None
+        assert cols.absent == {"a": 0, "b": 0, "c": 2}
+        assert cols.column("b") == [9, 9] if "b" in cols.shared else cols.column("b") == [5, 9]
+        assert cols.column("c") == [None, None]
+    assert (
+        "b" in rows_to_columns(rows, FEATURES, shared={"b": 9}, ignored=["id"], max_rows=9).shared
+    )
+    with pytest.raises(RequestError, match="unknown feature 'id'") as info:
+        rows_to_columns(rows, FEATURES, max_rows=10)  # not ignored: the first row's key
+    assert (info.value.field, info.value.row) == ("id", 0)
+    with pytest.raises(RequestError, match="unknown feature 'z'") as info:
+        rows_to_columns(rows, FEATURES, shared={"z": 1}, ignored=["id"], max_rows=10)
+    assert (info.value.field, info.value.row) == ("z", None)
+    odd = [{"a": 1, "id": 1}, {"a": 1, "b": 2}]  # same key count, another key set
+    with pytest.raises(RequestError, match="unknown feature 'id'"):
+        rows_to_columns(odd, FEATURES, max_rows=10)
+    assert rows_to_columns(odd, FEATURES, ignored=["id"], max_rows=10).absent["b"] == 1

@@ -138,3 +138,55 @@ def test_a_section_that_disagrees_with_the_spec_or_its_files_refuses_to_load(
     vocab.unlink()
     with pytest.raises(ManifestError, match=r"vocabulary file .* is missing"):
         RankerPreprocessor.from_preprocessing(section, spec, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("shared", "field", "text"),
+    [
+        ({"price": "1.5"}, "price", "shared value: expected a number or null, got str"),
+        ({"user": True}, "user", "shared value: expected a string, an integer or null"),
+        ({"tags": ["t1", 2.5]}, "tags", "shared value: list element"),
+        ({"ad": "\ud800"}, "ad", "shared value: not valid Unicode"),
+        ({"colour": "red"}, "colour", "unknown feature 'colour'"),
+        (["user", "a"], "shared", "must map feature names to values"),
+    ],
+)
+def test_bad_shared_values_name_the_field(
+    pre: RankerPreprocessor, shared: object, field: str, text: str
+) -> None:
+    rows = [{k: v for k, v in GOOD.items() if k not in shared}] * 2  # type: ignore[operator]
+    with pytest.raises(RequestError, match=text) as info:
+        pre.transform(rows, shared)  # type: ignore[arg-type]
+    assert (info.value.field, info.value.row) == (field, None)
+    assert pre.counters.snapshot()["requests"] == 0
+
+
+def test_shared_values_ignored_keys_and_counters(pre: RankerPreprocessor) -> None:
+    feeds = pre.transform(
+        [{"ad": "x"}, {"ad": "y", "user": "b"}], {"user": "a", "request_id": 5, "price": 2}
+    )
+    merged = pre.transform(
+        [{"ad": "x", "user": "a", "price": 2}, {"ad": "y", "user": "b", "price": 2}]
+    )
+    assert all(np.array_equal(feeds[k], merged[k]) for k in merged)
+    snap = pre.counters.snapshot()
+    assert snap["absent"] == {"tags": 4, "cats": 4}  # shared values are not absent
+
+
+@pytest.mark.parametrize(
+    ("column", "row", "text"),
+    [
+        ([7, 8, 2.0], 2, "got float"),  # ints first: the integer table is not used
+        ([None, 7, True], 2, "got bool"),
+        (["a", "b", ["a"]], 2, "got list"),  # unhashable: located by the checks
+        (["a", 1.5, "b", False], 1, "got float"),  # found as unseen, then checked
+        (["a", "zz", np.float64(3.0)], 2, "got float64"),
+    ],
+)
+def test_vocabulary_lookups_reject_what_the_checks_reject(
+    pre: RankerPreprocessor, column: list, row: int, text: str
+) -> None:
+    rows = [{"user": v} for v in column]
+    with pytest.raises(RequestError, match=text) as info:
+        pre.transform(rows)
+    assert (info.value.field, info.value.row) == ("user", row)

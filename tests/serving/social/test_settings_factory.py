@@ -23,6 +23,8 @@ def test_defaults_match_the_design() -> None:
         ({"fanout": {"treshold": 5}}, r"unknown key\(s\) \['treshold'\] in fanout"),
         ({"storage": "cassandra"}, "storage must be 'embedded' or 'production'"),
         ({"ranker": {"kind": "tensorflow"}}, "ranker.kind"),
+        ({"ranker": {"kind": "onnx"}}, "ranker.kind=onnx needs ranker.export_dir"),
+        ({"ranker": {"kind": "http"}}, "ranker.kind=http needs ranker.url"),
         ({"fanout": {"timeline_cap": 0}}, "fanout.timeline_cap must be >= 1"),
         ({"media": {"video_codecs": ["h264", "vp9"]}}, r"unknown codec\(s\) \['vp9'\]"),
         ({"fanout": 3}, "fanout must be a mapping"),

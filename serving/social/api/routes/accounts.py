@@ -7,24 +7,33 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from serving.social.api.deps import BackendDep, Id, Reader, Writer, auth_limited, bearer_token
+from serving.social.api.deps import (
+    BackendDep,
+    Body,
+    Id,
+    Reader,
+    Text,
+    Writer,
+    auth_limited,
+    bearer_token,
+)
 from serving.social.services.accounts import AccountService, Session
 
 router = APIRouter()
 
 
-class RegisterIn(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=256)
-    country: str = Field("", max_length=8)
-    age_bucket: str = Field("", max_length=16)
+class RegisterIn(Body):
+    username: Text = Field(min_length=1, max_length=64)
+    password: Text = Field(min_length=1, max_length=256)
+    country: Text = Field("", max_length=8)
+    age_bucket: Text = Field("", max_length=16)
 
 
-class LoginIn(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=256)
+class LoginIn(Body):
+    username: Text = Field(min_length=1, max_length=64)
+    password: Text = Field(min_length=1, max_length=256)
 
 
 def _session_view(session: Session) -> dict[str, Any]:
@@ -64,12 +73,12 @@ def logout(
 
 @router.get("/v1/users/me", tags=["accounts"])
 def me(backend: BackendDep, user_id: Reader) -> dict[str, Any]:
-    return backend.accounts.profile(user_id)
+    return backend.accounts.profile(user_id, user_id)
 
 
 @router.get("/v1/users/{target}", tags=["accounts"])
 def profile(target: Id, backend: BackendDep, user_id: Reader) -> dict[str, Any]:
-    return backend.accounts.profile(target)
+    return backend.accounts.profile(user_id, target)
 
 
 # --- the graph: PUT adds an edge, DELETE removes it ---------------------------------------

@@ -8,26 +8,43 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from serving.social.api.deps import BackendDep, Id, OffsetCursor, PageLimit, Reader, Writer
-from serving.social.services.interactions import InteractionService
+from serving.social.api.deps import (
+    BackendDep,
+    Body,
+    BodyId,
+    Id,
+    IdempotencyHeader,
+    OffsetCursor,
+    PageLimit,
+    Reader,
+    Text,
+    Writer,
+    idempotency,
+)
+from serving.social.services.interactions import (
+    EVENT_ID,
+    MAX_DWELL_MS,
+    MAX_IMPRESSIONS,
+    InteractionService,
+)
 
 router = APIRouter(tags=["interactions"])
 
 
-class CommentIn(BaseModel):
-    text: str = Field(min_length=1, max_length=10_000)
+class CommentIn(Body):
+    text: Text = Field(min_length=1, max_length=10_000)
 
 
-class ImpressionIn(BaseModel):
-    post_id: Id
-    dwell_ms: int = 0
-    event_id: str | None = None
+class ImpressionIn(Body):
+    post_id: BodyId
+    dwell_ms: int = Field(0, ge=0, le=MAX_DWELL_MS)
+    event_id: str | None = Field(None, pattern=EVENT_ID.pattern)
 
 
-class ImpressionsIn(BaseModel):
-    events: list[ImpressionIn] = Field(min_length=1)
+class ImpressionsIn(Body):
+    events: list[ImpressionIn] = Field(min_length=1, max_length=MAX_IMPRESSIONS)
 
 
 PostAction = Callable[[InteractionService, int, int], dict[str, Any]]
@@ -67,8 +84,15 @@ _add_action_routes()
 
 
 @router.post("/v1/posts/{post_id}/comments", status_code=201)
-def comment(post_id: Id, body: CommentIn, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
-    return backend.interactions.comment(user_id, post_id, body.text)
+def comment(
+    post_id: Id,
+    body: CommentIn,
+    backend: BackendDep,
+    user_id: Writer,
+    idempotency_key: IdempotencyHeader = None,
+) -> dict[str, Any]:
+    key = idempotency(user_id, idempotency_key)
+    return backend.interactions.comment(user_id, post_id, body.text, idempotency=key)
 
 
 @router.get("/v1/posts/{post_id}/comments")

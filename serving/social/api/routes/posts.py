@@ -6,17 +6,29 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from serving.social.api.deps import BackendDep, BeforeIdCursor, Id, PageLimit, Reader, Writer
+from serving.social.api.deps import (
+    BackendDep,
+    BeforeIdCursor,
+    Body,
+    BodyId,
+    Id,
+    IdempotencyHeader,
+    PageLimit,
+    Reader,
+    Text,
+    Writer,
+    idempotency,
+)
 
 router = APIRouter(tags=["posts"])
 
 
-class PostIn(BaseModel):
-    caption: str = Field("", max_length=10_000)
-    media_id: Id | None = Field(None, ge=1)
-    topic: str = Field("", max_length=64)
+class PostIn(Body):
+    caption: Text = Field("", max_length=10_000)
+    media_id: BodyId | None = None
+    topic: Text = Field("", max_length=64)
 
 
 @router.get("/v1/users/{target}/posts")
@@ -31,8 +43,16 @@ def user_posts(
 
 
 @router.post("/v1/posts", status_code=201)
-def create_post(body: PostIn, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
-    return backend.posts.create(user_id, body.caption, body.media_id, body.topic)
+def create_post(
+    body: PostIn, backend: BackendDep, user_id: Writer, idempotency_key: IdempotencyHeader = None
+) -> dict[str, Any]:
+    return backend.posts.create(
+        user_id,
+        body.caption,
+        body.media_id,
+        body.topic,
+        idempotency=idempotency(user_id, idempotency_key),
+    )
 
 
 @router.get("/v1/posts/{post_id}")

@@ -6,20 +6,31 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
 
-from serving.social.api.deps import BackendDep, Id, Reader, Writer
+from serving.social.api.deps import (
+    BackendDep,
+    Body,
+    BodyId,
+    Id,
+    IdempotencyHeader,
+    Reader,
+    Writer,
+    idempotency,
+)
 
 router = APIRouter(tags=["stories"])
 
 
-class StoryIn(BaseModel):
-    media_id: Id = Field(ge=1)
+class StoryIn(Body):
+    media_id: BodyId
 
 
 @router.post("/v1/stories", status_code=201)
-def post_story(body: StoryIn, backend: BackendDep, user_id: Writer) -> dict[str, Any]:
-    return backend.stories.post(user_id, body.media_id)
+def post_story(
+    body: StoryIn, backend: BackendDep, user_id: Writer, idempotency_key: IdempotencyHeader = None
+) -> dict[str, Any]:
+    key = idempotency(user_id, idempotency_key)
+    return backend.stories.post(user_id, body.media_id, idempotency=key)
 
 
 # "/v1/stories/tray" before "/v1/stories/{story_id}", which would otherwise match it.

@@ -10,7 +10,7 @@ import redis
 
 from serving.social.domain import Event, Message, event_from_json, event_to_json
 from serving.social.storage.checks import at_least_one
-from serving.social.storage.redis.client import check_prefix, namespace, socket_timeout_s
+from serving.social.storage.redis.client import check_prefix, guarded, namespace, socket_timeout_s
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+@guarded
 class RedisEventBus:
     """Streams ``{prefix}bus:{stream}`` (XADD, trimmed to about ``maxlen`` entries) read through
     consumer groups (XREADGROUP / XACK / XAUTOCLAIM). Each entry has one field ``e``: the

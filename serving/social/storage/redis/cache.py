@@ -6,9 +6,10 @@ import math
 
 import redis
 
-from serving.social.storage.redis.client import check_prefix, namespace
+from serving.social.storage.redis.client import check_prefix, guarded, namespace
 
 
+@guarded
 class RedisKeyValueCache:
     """Values under ``{prefix}kv:{key}``, each with its own TTL (``SET ... PX``)."""
 

@@ -11,7 +11,7 @@ namespace       key                                         type
 ``tlb``         ``{prefix}tlb:{owner_id}``                  string (built mark)
 ``st``          ``{prefix}st:{author_id}``                  sorted set (active stories)
 ``stc``         ``{prefix}stc:{author_id}``                 hash (story created_at)
-``sts``         ``{prefix}sts:{viewer_id}``                 sorted set (seen stories)
+``stb``         ``{prefix}stb:all``                         string (trays built mark)
 ``kv``          ``{prefix}kv:{key}``                        string with TTL
 ``rl``          ``{prefix}rl:{key}``                        hash (token bucket)
 ``bus``         ``{prefix}bus:{stream}``                    stream
@@ -20,9 +20,28 @@ namespace       key                                         type
 
 from __future__ import annotations
 
+import functools
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
+
+from serving.social.domain import Unavailable
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=type)
+
+#: Seconds the adapters of a client answer :class:`Unavailable` at once after Redis failed (no
+#: connection attempt, no retries: a request does not wait for a dead server), before one call
+#: tries it again. Also the ``Retry-After`` of the 503 the API answers.
+OUTAGE_BACKOFF_S = 1.0
 
 #: Seconds a command may wait for its reply before the client gives up (blocking stream reads
 #: are shortened to fit inside it, see :class:`~serving.social.storage.redis.bus.RedisEventBus`).
@@ -99,3 +118,66 @@ def socket_timeout_s(client: redis.Redis) -> float | None:
     """The client's socket timeout in seconds (None: wait forever)."""
     value = client.connection_pool.connection_kwargs.get("socket_timeout")
     return None if value is None else float(value)
+
+
+class Outage:
+    """The state of one client's server as its adapters saw it: after a connection error or
+    timeout, calls fail fast with :class:`Unavailable` for :data:`OUTAGE_BACKOFF_S`."""
+
+    def __init__(self) -> None:
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def check(self) -> None:
+        """Raises :class:`Unavailable` while the last failure is recent."""
+        left = self._until - time.monotonic()
+        if left > 0:
+            raise Unavailable("Redis is unavailable; retry shortly", retry_after=left)
+
+    def failed(self, error: Exception) -> Unavailable:
+        """Records a failure now; returns the error to raise."""
+        with self._lock:
+            if time.monotonic() >= self._until:
+                log.warning("Redis unavailable (%s: %s)", type(error).__name__, error)
+            self._until = time.monotonic() + OUTAGE_BACKOFF_S
+        return Unavailable("Redis is unavailable; retry shortly", retry_after=OUTAGE_BACKOFF_S)
+
+
+_OUTAGES: weakref.WeakKeyDictionary[redis.Redis, Outage] = weakref.WeakKeyDictionary()
+_OUTAGES_LOCK = threading.Lock()
+
+
+def outage_of(client: redis.Redis) -> Outage:
+    """The :class:`Outage` shared by every adapter on ``client``."""
+    with _OUTAGES_LOCK:
+        outage = _OUTAGES.get(client)
+        if outage is None:
+            outage = _OUTAGES[client] = Outage()
+        return outage
+
+
+def _guard(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def guarded_method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        outage = outage_of(self._client)
+        outage.check()
+        try:
+            return method(self, *args, **kwargs)
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise outage.failed(error) from error
+
+    return guarded_method
+
+
+def guarded(cls: C) -> C:
+    """Class decorator of the adapters (which keep their client as ``self._client``): each
+    public method that talks to Redis raises :class:`Unavailable` (a 503 with ``Retry-After``
+    in the API) instead of a driver error when the server is down or does not answer, and fails
+    fast while a failure is recent (:class:`Outage`). Key-name helpers (``*key``) and ``close``
+    are left as they are."""
+    for name, member in list(vars(cls).items()):
+        if name.startswith("_") or name.endswith("key") or name == "close":
+            continue
+        if callable(member) and not isinstance(member, staticmethod | classmethod | type):
+            setattr(cls, name, _guard(member))
+    return cls

@@ -6,7 +6,7 @@ import math
 
 import redis
 
-from serving.social.storage.redis.client import check_prefix, namespace
+from serving.social.storage.redis.client import check_prefix, guarded, namespace
 
 # KEYS[1]: the bucket hash; ARGV: capacity, refill per second, now (caller's clock), cost.
 # Returns the seconds to wait as a string (a Lua number would be truncated to an integer reply):
@@ -47,6 +47,7 @@ return string.format('%.17g', wait)
 """
 
 
+@guarded
 class RedisRateLimiter:
     """Token buckets in hashes ``{prefix}rl:{key}`` (fields ``tokens`` and ``ts``), refilled
     and spent by one Lua script, so concurrent callers (threads, processes, hosts) never take

@@ -1,4 +1,4 @@
-"""Active-story trays and seen sets on Redis (the production :class:`StoryCache`)."""
+"""Active-story trays on Redis (the production :class:`StoryCache`)."""
 
 from __future__ import annotations
 
@@ -8,26 +8,27 @@ from collections.abc import Sequence
 import redis
 
 from serving.social.domain import Story
-from serving.social.storage.redis.client import check_prefix, namespace
+from serving.social.storage.redis.client import check_prefix, guarded, namespace
 
 #: Extra lifetime given to story keys past the expiry of their newest story, so a reader whose
 #: clock runs a little behind Redis's still finds the tray (reads filter on ``now`` anyway).
 KEY_GRACE_S = 3_600.0
 
 
+@guarded
 class RedisStoryCache:
     """Per author ``{prefix}st:{author}`` (sorted set: story id scored by ``expires_at``) and
-    ``{prefix}stc:{author}`` (hash: story id -> ``created_at``); per viewer
-    ``{prefix}sts:{viewer}`` (sorted set: seen story id scored by its ``expires_at``).
+    ``{prefix}stc:{author}`` (hash: story id -> ``created_at``), and the mark
+    ``{prefix}stb:all`` that the trays were rebuilt from the database since Redis last lost its
+    data: the trays are a cache of the ``stories`` table (seen marks are the database's
+    ``story_views``).
 
     Expiry is decided by the caller's ``now`` (the backend's clock, a manual one in tests), never
     by Redis's: :meth:`active` returns only stories with ``expires_at > now``. Keys also carry a
     *relative* Redis TTL (the story lifetime plus :data:`KEY_GRACE_S`, only ever extended) so
-    abandoned trays and seen sets disappear without a sweeper; it is relative because the
-    backend's clock need not match Redis's. ``story_ttl_s`` is the longest lifetime a story can
-    have (``stories.ttl_s``); :meth:`mark_seen` uses it to prune seen entries that are certainly
-    expired: when a story expiring at ``e`` is seen, ``now >= e - story_ttl_s``, so every entry
-    scored at or below that is already expired.
+    abandoned trays disappear without a sweeper; it is relative because the backend's clock
+    need not match Redis's. ``story_ttl_s`` is the longest lifetime a story can have
+    (``stories.ttl_s``).
     """
 
     def __init__(self, client: redis.Redis, prefix: str, *, story_ttl_s: float = 86_400.0) -> None:
@@ -38,7 +39,7 @@ class RedisStoryCache:
         self.story_ttl_s = float(story_ttl_s)
         self._st = namespace(prefix, "st")
         self._stc = namespace(prefix, "stc")
-        self._sts = namespace(prefix, "sts")
+        self._built = f"{namespace(prefix, 'stb')}all"
 
     def _ttl_ms(self, lifetime_s: float) -> int:
         return math.ceil((max(lifetime_s, 0.0) + KEY_GRACE_S) * 1000)
@@ -104,20 +105,11 @@ class RedisStoryCache:
                 result[author] = tray
         return result
 
-    def mark_seen(self, viewer_id: int, story_id: int, expires_at: float) -> None:
-        """Records that the viewer saw the story; prunes the viewer's certainly-expired entries
-        and extends the seen set's TTL to outlive its newest entry."""
-        key = f"{self._sts}{int(viewer_id)}"
-        pipe = self._client.pipeline(transaction=True)
-        pipe.zadd(key, {str(int(story_id)): float(expires_at)})
-        pipe.zremrangebyscore(key, "-inf", float(expires_at) - self.story_ttl_s)
-        self._extend_ttl(pipe, key, self._ttl_ms(self.story_ttl_s))
-        pipe.execute()
+    def is_built(self) -> bool:
+        """Whether the trays were rebuilt from the database (:meth:`mark_built`) since this
+        Redis last lost its data (a restart without persistence, a flush)."""
+        return bool(self._client.exists(self._built))
 
-    def seen(self, viewer_id: int, story_ids: Sequence[int]) -> set[int]:
-        """The ones among ``story_ids`` the viewer has seen (one ZMSCORE)."""
-        ids = [int(s) for s in story_ids]
-        if not ids:
-            return set()
-        scores = self._client.zmscore(f"{self._sts}{int(viewer_id)}", [str(s) for s in ids])
-        return {s for s, score in zip(ids, scores, strict=True) if score is not None}
+    def mark_built(self) -> None:
+        """Marks the trays as rebuilt from the database (the mark has no TTL)."""
+        self._client.set(self._built, b"1")

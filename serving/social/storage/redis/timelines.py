@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import redis
 
 from serving.social.storage.checks import at_least_one
-from serving.social.storage.redis.client import check_prefix, namespace
+from serving.social.storage.redis.client import check_prefix, guarded, namespace
 
 #: Keys per script call (and per pipelined command batch). Large enough that the per-call
 #: overhead (one round trip, argument encoding) is spread thin, small enough that one call
@@ -38,6 +38,7 @@ def _chunks(items: Sequence[object], size: int) -> Iterable[Sequence[object]]:
         yield items[start : start + size]
 
 
+@guarded
 class RedisTimelineStore:
     """Per-owner timelines as sorted sets ``{prefix}tl:{owner}`` (member = score = post id,
     exact in a float64 up to 2**53), capped to the newest ``cap`` entries, plus a built mark

@@ -173,9 +173,8 @@ class SqlTimelineStore:
 
 
 class SqlStoryCache:
-    """Story trays in ``story_tray`` (per author: story id, created_at, expires_at) and seen
-    marks in ``story_seen``. Reads filter on the caller's ``now``; :meth:`remove` deletes the
-    stories' tray rows and seen marks."""
+    """Story trays in ``story_tray`` (per author: story id, created_at, expires_at). Reads
+    filter on the caller's ``now``; :meth:`remove` deletes the stories' tray rows."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -199,10 +198,10 @@ class SqlStoryCache:
             connection.execute(statement)
 
     def remove(self, stories: Sequence[Story]) -> None:
-        """Removes ``stories`` from their trays and from every viewer's seen marks."""
+        """Removes ``stories`` from their trays."""
         if not stories:
             return
-        tray, seen = s.story_tray.c, s.story_seen.c
+        tray = s.story_tray.c
         with self.engine.begin() as connection:
             connection.execute(
                 sa.delete(s.story_tray).where(
@@ -210,8 +209,6 @@ class SqlStoryCache:
                 ),
                 [{"a": int(story.author_id), "i": int(story.id)} for story in stories],
             )
-            for chunk in chunks([int(story.id) for story in stories]):
-                connection.execute(sa.delete(s.story_seen).where(seen.story_id.in_(chunk)))
 
     def active(
         self, author_ids: Sequence[int], now: float
@@ -233,27 +230,14 @@ class SqlStoryCache:
                     )
         return result
 
-    def mark_seen(self, viewer_id: int, story_id: int, expires_at: float) -> None:
-        """Records that the viewer saw the story."""
-        statement = (
-            upsert_insert(self.engine.dialect.name, s.story_seen)
-            .values(viewer_id=int(viewer_id), story_id=int(story_id), expires_at=float(expires_at))
-            .on_conflict_do_nothing(index_elements=["viewer_id", "story_id"])
-        )
-        with self.engine.begin() as connection:
-            connection.execute(statement)
+    def is_built(self) -> bool:
+        """Always True: these trays live in the database file with the stories themselves, so
+        they are never lost without the stories (the outbox re-adds one whose write after
+        the commit did not happen)."""
+        return True
 
-    def seen(self, viewer_id: int, story_ids: Sequence[int]) -> set[int]:
-        """The ones among ``story_ids`` the viewer has seen."""
-        seen = s.story_seen.c
-        found: set[int] = set()
-        with self.engine.begin() as connection:
-            for chunk in chunks([int(i) for i in story_ids]):
-                statement = sa.select(seen.story_id).where(
-                    seen.viewer_id == int(viewer_id), seen.story_id.in_(chunk)
-                )
-                found.update(int(i) for i in connection.execute(statement).scalars())
-        return found
+    def mark_built(self) -> None:
+        """Nothing to mark (see :meth:`is_built`)."""
 
 
 class SqlKeyValueCache:

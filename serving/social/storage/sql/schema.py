@@ -152,6 +152,7 @@ posts = Table(
     Column("topic", String(64), nullable=False),
     Column("deleted_at", Double, nullable=True),
     Index(None, "author_id", "id"),
+    Index(None, "media_id"),
 )
 
 stories = Table(
@@ -165,6 +166,7 @@ stories = Table(
     Column("cleaned_at", Double, nullable=True),
     Index(None, "expires_at"),
     Index(None, "author_id", "expires_at"),
+    Index(None, "media_id"),
 )
 
 story_views = Table(
@@ -237,6 +239,21 @@ outbox = Table(
 
 # --- embedded-mode state (Redis in production) ---------------------------------------------------
 
+#: Idempotency keys of writes: the first answer to (user, key), replayed to a retry. Written in
+#: the transaction of the write itself, so a key exists exactly when its write committed.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("user_id", BigInteger, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("scope", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    PrimaryKeyConstraint("user_id", "key"),
+    Index(None, "created_at"),
+)
+
 timeline = Table(
     "timeline",
     metadata,
@@ -261,16 +278,6 @@ story_tray = Table(
     Column("expires_at", Double, nullable=False),
     PrimaryKeyConstraint("author_id", "story_id"),
     Index(None, "expires_at"),
-)
-
-story_seen = Table(
-    "story_seen",
-    metadata,
-    Column("viewer_id", BigInteger, nullable=False),
-    Column("story_id", BigInteger, nullable=False),
-    Column("expires_at", Double, nullable=False),
-    PrimaryKeyConstraint("viewer_id", "story_id"),
-    Index(None, "story_id"),
 )
 
 kv_cache = Table(

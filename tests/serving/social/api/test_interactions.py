@@ -65,13 +65,20 @@ def test_bad_interactions(api) -> None:
         json={"events": [{"post_id": p, "dwell_ms": -5}]},
         headers=ana.auth,
     )
-    assert bad.status_code == 400 and bad.json()["error"]["field"] == "events[0]"
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "events[0].dwell_ms"
+    for wrong in ({"dwell_ms": True}, {"dwell_ms": "5"}, {"dwell_ms": 1.5}):
+        reply = api.post(
+            "/v1/events/impressions",
+            json={"events": [{"post_id": p, **wrong}]},
+            headers=ana.auth,
+        )
+        assert reply.status_code == 422, wrong  # strict: a boolean is not a dwell time
     bad_id = api.post(
         "/v1/events/impressions",
         json={"events": [{"post_id": p, "event_id": "../../x"}]},
         headers=ana.auth,
     )
-    assert bad_id.status_code == 400
+    assert bad_id.status_code == 422 and bad_id.json()["error"]["field"] == "events[0].event_id"
     assert (
         api.post("/v1/events/impressions", json={"events": []}, headers=ana.auth).status_code == 422
     )

@@ -52,15 +52,19 @@ def test_upload_answers_202_then_becomes_ready(api, workers, backend) -> None:
     blob = api.get(ready["renditions"]["250"]["url"])
     assert blob.status_code == 200
     assert blob.headers["content-type"] == "image/jpeg"
-    assert "immutable" in blob.headers["cache-control"]
-    assert "max-age=31536000" in blob.headers["cache-control"]
+    cache = blob.headers["cache-control"]
+    assert cache.startswith("private, max-age=") and 1800 <= int(cache.split("=")[1]) <= 3600
     served = Image.open(io.BytesIO(blob.content))
     assert served.size == (40, 80) and not served.getexif()  # EXIF stripped
     again = api.get(
         ready["renditions"]["250"]["url"], headers={"If-None-Match": blob.headers["etag"]}
     )
     assert again.status_code == 304
-    assert api.get("/v1/blobs/" + "0" * 64).status_code == 404
+    unsigned = ready["renditions"]["250"]["url"].partition("?")[0]
+    assert api.get(unsigned).status_code == 403
+    assert api.get("/v1/blobs/" + "0" * 64).status_code == 403
+    signed_missing = backend.ctx.urls.url("0" * 64)
+    assert api.get(signed_missing).status_code == 404
     assert api.get("/v1/blobs/..%2F..%2Fetc%2Fpasswd").status_code == 404
 
 

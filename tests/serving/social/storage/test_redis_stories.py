@@ -71,27 +71,13 @@ def test_keys_get_a_relative_ttl(
     for key in (f"{redis_prefix}st:10", f"{redis_prefix}stc:10"):
         ttl = client.pttl(key)
         assert DAY * 1000 < ttl <= (DAY + 3_600) * 1000
-    cache.mark_seen(5, 1, T0 + DAY)
-    assert client.pttl(f"{redis_prefix}sts:5") > DAY * 1000
 
 
-def test_seen(cache: RedisStoryCache) -> None:
-    assert cache.seen(5, [1, 2]) == set()
-    cache.mark_seen(5, 1, T0 + DAY)
-    cache.mark_seen(5, 3, T0 + DAY + 5)
-    cache.mark_seen(5, 3, T0 + DAY + 5)
-    assert cache.seen(5, [1, 2, 3]) == {1, 3}
-    assert cache.seen(6, [1, 2, 3]) == set()
-    assert cache.seen(5, []) == set()
-
-
-def test_mark_seen_prunes_certainly_expired(
+def test_built_mark_goes_with_the_data(
     cache: RedisStoryCache, client: redis.Redis, redis_prefix: str
 ) -> None:
-    cache.mark_seen(5, 1, T0 + DAY)
-    cache.mark_seen(5, 2, T0 + 2 * DAY)  # seen at >= T0 + DAY: story 1 has expired
-    assert cache.seen(5, [1, 2]) == {2}
-    # an old story marked late does not evict newer ones
-    cache.mark_seen(5, 3, T0 + DAY + 1)
-    assert cache.seen(5, [1, 2, 3]) == {2, 3}
-    assert client.zcard(f"{redis_prefix}sts:5") == 2
+    assert not cache.is_built()
+    cache.mark_built()
+    assert cache.is_built()
+    client.delete(*client.scan_iter(match=f"{redis_prefix}*"))  # what a restart loses
+    assert not cache.is_built()

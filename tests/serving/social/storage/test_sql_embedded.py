@@ -127,15 +127,10 @@ def test_story_cache(engine: Engine) -> None:
     assert cache.active([10], T0 + 100) == {10: [(2, T0 + 5, T0 + 105)]}
     assert cache.active([10, 20], T0 + 105) == {}
     assert cache.active([], T0) == {}
-    cache.mark_seen(99, 1, T0 + 100)
-    cache.mark_seen(99, 1, T0 + 100)
-    cache.mark_seen(99, 3, T0 + 101)
-    assert cache.seen(99, [1, 2, 3]) == {1, 3}
-    assert cache.seen(98, [1]) == set() and cache.seen(99, []) == set()
     cache.remove([s1])
     assert cache.active([10], T0) == {10: [(2, T0 + 5, T0 + 105)]}
-    assert cache.seen(99, [1, 3]) == {3}
     cache.remove([])
+    assert cache.is_built()  # lives with the stories in the database file
 
 
 # --- key-value cache -----------------------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""The interaction log the rankers learn from (table ``events``) and the transactional outbox
-(table ``outbox``): appending inside a transaction (:class:`EventsTx`), and reading the log,
-relaying and purging the outbox on the store's engine (:class:`EventLog`)."""
+"""The logs of writes: the interaction log the rankers learn from (table ``events``), the
+transactional outbox (table ``outbox``) and the idempotency keys of writes (table
+``idempotency_keys``, :class:`IdempotencyTx`): appending inside a transaction
+(:class:`EventsTx`), and reading the log, relaying and purging the outbox on the store's engine
+(:class:`EventLog`)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from sqlalchemy.engine import Engine
 from serving.social.domain import (
     Event,
     FollowChange,
+    IdempotencyKey,
+    IdempotentAnswer,
     InteractionEvent,
     event_from_json,
     event_to_json,
@@ -54,6 +58,59 @@ class EventsTx(TxBase):
                 ts=event.ts,
             )
         )
+
+
+class IdempotencyTx(TxBase):
+    """The idempotency-key methods of :class:`~serving.social.storage.interfaces.MetadataTx`
+    (table ``idempotency_keys``)."""
+
+    def claim_idempotency_key(
+        self, key: IdempotencyKey, scope: str, fingerprint: str, now: float
+    ) -> IdempotentAnswer | None:
+        """None when ``key`` is new (it is now taken by this transaction: a concurrent one
+        with the same key waits for it on PostgreSQL, or is serialized behind it on SQLite);
+        else the answer stored under it by a committed write."""
+        claimed = self._insert_ignore(
+            s.idempotency_keys,
+            user_id=key.user_id,
+            key=key.key,
+            scope=scope,
+            fingerprint=fingerprint,
+            response="",
+            created_at=now,
+        )
+        if claimed:
+            return None
+        k = s.idempotency_keys.c
+        row = self._run(
+            sa.select(k.scope, k.fingerprint, k.response).where(
+                k.user_id == key.user_id, k.key == key.key
+            )
+        ).one()
+        return IdempotentAnswer(row.scope, row.fingerprint, row.response)
+
+    def store_idempotent_answer(self, key: IdempotencyKey, response: str) -> None:
+        """Stores the answer of the write that claimed ``key`` in this transaction."""
+        k = s.idempotency_keys.c
+        self._run(
+            sa.update(s.idempotency_keys)
+            .where(k.user_id == key.user_id, k.key == key.key)
+            .values(response=response)
+        )
+
+    def purge_idempotency_keys(self, before: float, limit: int = 10_000) -> int:
+        """Deletes up to ``limit`` keys created before ``before``; returns how many."""
+        k = s.idempotency_keys.c
+        old = (
+            sa.select(k.user_id, k.key)
+            .where(k.created_at < before)
+            .order_by(k.created_at)
+            .limit(max(0, limit))
+        )
+        result = self._run(
+            sa.delete(s.idempotency_keys).where(sa.tuple_(k.user_id, k.key).in_(old))
+        )
+        return int(result.rowcount)
 
 
 class EventLog:

@@ -122,6 +122,14 @@ class PostsTx(TxBase):
         found.sort(key=lambda post: post.id, reverse=True)
         return found
 
+    def posts_with_media(self, media_id: int) -> list[Post]:
+        """The live posts showing media item ``media_id``, oldest first."""
+        p = s.posts.c
+        statement = (
+            sa.select(s.posts).where(p.media_id == media_id, p.deleted_at.is_(None)).order_by(p.id)
+        )
+        return records(Post, self._run(statement))
+
     # media ------------------------------------------------------------------------------------
 
     def create_media(

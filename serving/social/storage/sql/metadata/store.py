@@ -15,7 +15,7 @@ from serving.social.storage.sql.engine import (
     make_engine,
     migrate,
 )
-from serving.social.storage.sql.metadata.events import EventLog, EventsTx
+from serving.social.storage.sql.metadata.events import EventLog, EventsTx, IdempotencyTx
 from serving.social.storage.sql.metadata.graph import GraphTx
 from serving.social.storage.sql.metadata.interactions import InteractionsTx
 from serving.social.storage.sql.metadata.posts import PostsTx
@@ -23,7 +23,7 @@ from serving.social.storage.sql.metadata.stories import StoriesTx
 from serving.social.storage.sql.metadata.users import UsersTx
 
 
-class SqlMetadataTx(UsersTx, GraphTx, PostsTx, StoriesTx, InteractionsTx, EventsTx):
+class SqlMetadataTx(UsersTx, GraphTx, PostsTx, StoriesTx, InteractionsTx, EventsTx, IdempotencyTx):
     """Every :class:`~serving.social.storage.interfaces.MetadataTx` method on one open
     connection inside a transaction; valid only inside :meth:`SqlMetadataStore.transaction`
     (or, for reads, :meth:`SqlMetadataStore.reading`)."""

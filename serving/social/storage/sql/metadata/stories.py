@@ -40,6 +40,24 @@ class StoriesTx(TxBase):
         found.sort(key=lambda story: (story.created_at, story.id))
         return found
 
+    def stories_with_media(self, media_id: int) -> list[Story]:
+        """The stories (expired or not) showing media item ``media_id``, oldest first."""
+        st = s.stories.c
+        statement = sa.select(s.stories).where(st.media_id == media_id).order_by(st.id)
+        return records(Story, self._run(statement))
+
+    def active_stories_page(self, now: float, after_id: int, limit: int) -> list[Story]:
+        """Every author's stories with ``expires_at > now`` and id > ``after_id``, by id, at
+        most ``limit`` (the pages a rebuild of the story trays reads)."""
+        st = s.stories.c
+        statement = (
+            sa.select(s.stories)
+            .where(st.expires_at > now, st.id > after_id)
+            .order_by(st.id)
+            .limit(max(0, limit))
+        )
+        return records(Story, self._run(statement))
+
     def expired_uncleaned_stories(self, now: float, limit: int) -> list[Story]:
         """Stories with ``expires_at <= now`` not yet marked cleaned, earliest expiry first."""
         st = s.stories.c

@@ -1,8 +1,8 @@
 """The follow log: every follow and unfollow with its time, in commit order (``follows`` keeps
 the current graph only), so the graph is known as of any time.
 
-Revision ID: 0002_follow_log
-Revises: 0001_initial
+Revision ID: 0003_follow_log
+Revises: 0002_hardening
 Create Date: 2026-12-04 00:00:00
 """
 
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_follow_log"
-down_revision: str | Sequence[str] | None = "0001_initial"
+revision: str = "0003_follow_log"
+down_revision: str | Sequence[str] | None = "0002_hardening"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
