@@ -12,10 +12,10 @@ values training gives them (:data:`recsys.features.schema.DEFAULTS`).
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from recsys.features.redis_layout import LayoutReader
 from recsys.features.schema import DEFAULTS
 from recsys.features.store import FeatureStoreError, check_refs
 
@@ -75,7 +75,9 @@ def _client_for(store: FeatureStore) -> Any:
 
 class RedisFeatureReader:
     """Reads features of one entity (from one or more of its views) for many ids from Feast's
-    Redis layout: one ``HMGET`` per id, all in one pipeline; keys built without protos.
+    Redis layout (:class:`recsys.features.redis_layout.LayoutReader`: one ``HMGET`` per id,
+    all in one pipeline, keys and values without protos), after checking ``refs`` against the
+    registry.
 
     Args:
         store: a store whose online store is Redis (its project, views and entity).
@@ -86,7 +88,6 @@ class RedisFeatureReader:
     """
 
     def __init__(self, store: FeatureStore, refs: Sequence[str]) -> None:
-        from feast.infra.online_stores.helpers import _mmh3
         from feast.value_type import ValueType
 
         refs = check_refs(store, refs)
@@ -101,41 +102,17 @@ class RedisFeatureReader:
         ((join_key, value_type),) = next(iter(keys))
         if value_type != ValueType.STRING:
             raise FeatureStoreError(f"join key {join_key!r} must be a string, is {value_type}")
-        self.join_key = join_key
-        self.features = [r.partition(":")[2] for r in refs]
-        self.fields = [_mmh3(r) for r in refs]
-        name = join_key.encode("utf-8")
-        string = int(ValueType.STRING.value)
-        self._prefix = struct.pack("<III", 1, string, len(name)) + name
-        self._string = string
-        self._project = store.project.encode("utf-8")
         self.client = _client_for(store)
+        self.layout = LayoutReader(self.client, store.project, join_key, refs)
+        self.features = self.layout.features
 
     def key(self, entity_id: str) -> bytes:
-        """The Redis key of one entity: Feast's ``serialize_entity_key`` (version 3) of a
-        single string key, then the project."""
-        value = str(entity_id).encode("utf-8")
-        return self._prefix + struct.pack("<II", self._string, len(value)) + value + self._project
+        """The Redis key of one entity (Feast's ``serialize_entity_key`` plus the project)."""
+        return self.layout.key(entity_id)
 
     def fetch(self, ids: Sequence[str]) -> dict[str, list[Any]]:
         """``{feature: [value per id]}`` in one round trip (None where absent)."""
-        from feast.protos.feast.types.Value_pb2 import Value
-
-        with self.client.pipeline(transaction=False) as pipe:
-            for entity_id in ids:
-                pipe.hmget(self.key(entity_id), self.fields)
-            replies = pipe.execute()
-        columns: list[list[Any]] = [[] for _ in self.features]
-        parse = Value.FromString
-        for reply in replies:
-            for column, raw in zip(columns, reply):
-                if raw is None:
-                    column.append(None)
-                    continue
-                value = parse(raw)
-                kind = value.WhichOneof("val")
-                column.append(None if kind in (None, "null_val") else getattr(value, kind))
-        return dict(zip(self.features, columns))
+        return self.layout.fetch(ids)
 
     def close(self) -> None:
         self.client.close()
