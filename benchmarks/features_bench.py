@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = p.parse_args(argv)
+    if args.users < max(BATCHES):
+        p.error(f"--users must be at least {max(BATCHES)} (the largest batch)")
     info = machine()
     print(
         f"machine: {info['cpus']} cpus ({info['cpu_model']}), python {info['python']}, feast "
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     from pipelines.feature_sources import synthetic_inputs, write_feature_data
     from recsys.data.synthetic import SocialConfig
     from recsys.features.materialize import materialize
-    from recsys.features.online import RedisFeatureReader, online_features
+    from recsys.features.online import RedisFeatureReader
     from recsys.features.schema import FEATURE_REFS
     from recsys.features.store import StoreSettings, open_store
     from recsys.features.training import historical_features
@@ -251,15 +253,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{project}:direct:",
             {u: {f: everyone[f][i] for f in everyone} for i, u in enumerate(users)},
         )
+
+        def through_feast(kind: str) -> Callable[[list[str]], dict[str, list[Any]]]:
+            store = stores[kind]
+
+            def fetch(ids: list[str]) -> dict[str, list[Any]]:  # Feast's own path, unchecked
+                got = store.get_online_features(features=USER_REFS, entity_rows={"user_id": ids})
+                values = got.to_dict()
+                return {r.partition(":")[2]: values[r.partition(":")[2]] for r in USER_REFS}
+
+            return fetch
+
         paths = {
             "direct redis": direct.fetch,
             "fast redis": fast.fetch,
-            "feast redis": lambda ids: online_features(
-                stores["redis"], USER_REFS, {"user_id": ids}
-            ),
-            "feast sqlite": lambda ids: online_features(
-                stores["sqlite"], USER_REFS, {"user_id": ids}
-            ),
+            "feast redis": through_feast("redis"),
+            "feast sqlite": through_feast("sqlite"),
         }
         sample = users[:500]
         reference = direct.fetch(sample)
