@@ -21,9 +21,13 @@ only a generator knows), with the dtypes its source yields:
   the synthetic generator's 50/35/15 split) and ``is_following`` (``"0"``/``"1"``).
 * ``timestamp`` (Int64 unix seconds, the impression's time floored).
 
-The backend keeps the current follow graph and profile only, not their history, so follower and
-followee counts and ``is_following`` are as of the export, not as of each impression (the
-synthetic generator's are point in time). Everything else is point in time.
+The rows' follower and followee counts and ``is_following`` are read from the current follow
+graph, so they are as of the export, not as of each impression (the synthetic generator's are
+point in time); everything else is point in time. The backend also logs every follow and
+unfollow (its follow log): with ``history`` the export writes that log and the rows' posts
+beside the parts (:mod:`.history`), from which the feature store
+(:mod:`pipelines.feature_sources`, :mod:`recsys.features`) rebuilds those features as of each
+impression.
 
 Rows are in ``(ts, seq)`` order. The log is read twice, in batches (pass 1 counts impressions per
 user for ``user_activity`` and fixes the last ``seq``, so a log that grows meanwhile still
@@ -40,6 +44,7 @@ Modules, in import order:
 * :mod:`.writer` - Parquet part files, the manifest, the atomic replace of ``out_dir``.
 * :mod:`.attribution` - the two passes over the log: impressions, actions credited to them,
   feature rows in :data:`SCHEMA` (the synthetic data set's, :mod:`recsys.data.synthetic.schema`).
+* :mod:`.history` - ``follows.parquet`` (the follow log) and ``posts.parquet`` beside the parts.
 * :mod:`.export` - :func:`export_events`: checks the request, runs the passes into the writer.
 * :mod:`.cli` (and ``__main__``) - argument parsing, the backend's settings and store.
 """

@@ -205,12 +205,14 @@ def attribute(
     window: float,
     lateness: float,
     long_dwell_ms: int,
+    lookups: Lookups | None = None,
 ) -> AttributionStats:
     """Pass 2: credits actions to impressions and emits the rows of impressions whose window
-    closed (as frames in :data:`SCHEMA`, in ``(ts, seq)`` order but for out-of-order rows)."""
+    closed (as frames in :data:`SCHEMA`, in ``(ts, seq)`` order but for out-of-order rows).
+    ``lookups`` (default: a new one) ends up holding the posts and users of the rows."""
     heap: list[tuple[tuple[float, int], Impression]] = []
     by_pair: dict[tuple[int, int], list[Impression]] = {}
-    lookups = Lookups()
+    lookups = Lookups() if lookups is None else lookups
     stats = AttributionStats()
     watermark = -math.inf
     last_written: tuple[float, int] | None = None

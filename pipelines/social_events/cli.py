@@ -2,9 +2,12 @@
 
     python -m pipelines.social_events [backend overrides] out_dir=DIR [long_dwell_ms=5000]
         [attribution_window_s=3600] [after_seq=0] [rows_per_file=1000000] [max_lateness_s=300]
+        [history=true]
 
 Backend overrides are those of ``recsys backend`` (Hydra, on ``configs/social.yaml``):
-``backend=production``, ``backend.data_dir=...``. Train on the export with::
+``backend=production``, ``backend.data_dir=...``. ``history=true`` (the default) also writes
+the follow log and the rows' posts (``follows.parquet``, ``posts.parquet``: the feature store's
+input, :mod:`pipelines.feature_sources`). Train on the export with::
 
     recsys train experiment=multitask_social data=social_events data.path=DIR
     recsys train experiment=multitask_social_tiny data=social_events data.path=DIR
@@ -36,6 +39,7 @@ _OPTIONS: dict[str, type] = {
     "after_seq": int,
     "rows_per_file": int,
     "max_lateness_s": float,
+    "history": str,
 }
 USAGE = "\n\n".join(__doc__.split("\n\n")[1:4])
 
@@ -43,6 +47,10 @@ USAGE = "\n\n".join(__doc__.split("\n\n")[1:4])
 def parse_args(argv: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     """Splits ``key=value`` arguments into export options and backend (Hydra) overrides."""
     options, overrides = split_options(argv, _OPTIONS, "pipelines.social_events")
+    history = str(options.get("history", "true")).lower()
+    if history not in ("true", "false"):
+        raise SystemExit(f"pipelines.social_events: history must be true or false, got {history!r}")
+    options["history"] = history == "true"
     if not options.get("out_dir"):
         raise SystemExit(f"pipelines.social_events: out_dir=DIR is required\n{USAGE}")
     return options, overrides

@@ -11,11 +11,13 @@ from typing import Any
 from pipelines.social_events.attribution import (
     LABELS,
     SCHEMA,
+    Lookups,
     activity_level,
     activity_thresholds,
     attribute,
     count_pass,
 )
+from pipelines.social_events.history import write_history
 from pipelines.social_events.writer import (
     FORMAT,
     MANIFEST,
@@ -138,6 +140,7 @@ def export_events(
     max_lateness_s: float = DEFAULT_MAX_LATENESS_S,
     read_batch: int = DEFAULT_READ_BATCH,
     source: Mapping[str, Any] | None = None,
+    history: bool = False,
 ) -> ExportSummary:
     """Exports the impressions logged after ``after_seq`` to Parquet in ``out_dir``.
 
@@ -155,6 +158,9 @@ def export_events(
             was read.
         read_batch: events per read from the store.
         source: facts about the backend for the manifest (default: the store's class).
+        history: also write the follow log and the rows' posts beside the parts
+            (:mod:`pipelines.social_events.history`: ``follows.parquet``, ``posts.parquet``),
+            the input of the feature store (the job's default).
 
     Returns:
         What was written (also in ``_manifest.json``).
@@ -174,6 +180,7 @@ def export_events(
     thresholds = activity_thresholds(per_user)
     activity = {u: activity_level(c, thresholds) for u, c in per_user.items()}
 
+    lookups = Lookups()
     with staged_dir(out) as staging:
         writer = PartWriter(
             staging,
@@ -192,8 +199,10 @@ def export_events(
             window=float(attribution_window_s),
             lateness=float(max_lateness_s),
             long_dwell_ms=long_dwell_ms,
+            lookups=lookups,
         )
         writer.close()
+        history_rows = write_history(staging, metadata, lookups, read_batch) if history else {}
         summary = ExportSummary(
             out_dir=out,
             rows=writer.rows,
@@ -230,5 +239,7 @@ def export_events(
             },
             "missing_posts": stats.missing_posts,
         }
+        if history:
+            manifest["history"] = history_rows
         write_manifest(staging, manifest)
     return summary

@@ -35,6 +35,8 @@ commands:
   bench retrieval  our FAISS wrapper vs raw FAISS
   bench backend  fanout inserts/s and feed read latency of the social backend
   bench inference  ranking latency: eager vs bare ONNX Runtime vs ours vs HTTP
+  bench features   feature store: online fetch (Feast SQLite/Redis, fast path) vs direct Redis,
+                   historical retrieval (Feast) vs a Polars join_asof
 {plugins}
 Hydra options work after the command: --multirun, --cfg job, hydra.run.dir=DIR, --help.
 Configs live in {configs}.
@@ -78,6 +80,7 @@ def _bench(argv: Sequence[str]) -> None:
         "retrieval": "retrieval_bench.py",
         "backend": "backend_bench.py",
         "inference": "inference_bench.py",
+        "features": "features_bench.py",
     }
     if name not in scripts:
         raise SystemExit(f"recsys bench: unknown benchmark {name!r}; known: {sorted(scripts)}")

@@ -10,12 +10,15 @@ Endpoints (JSON; every error is ``{"error": {"code", "message", "field", "row"}}
 
   Each candidate is one row of raw features (the training data's names); ``user_id`` and the
   ``user`` object apply to every candidate (a candidate's own key wins): they are the ranker's
-  shared features, transformed once (``OnnxRanker.score(rows, shared)``). ``scores`` (``B``)
-  are the value formula over the task probabilities (``{task: B}``). An unknown feature, a
-  wrong type, an empty or oversize candidate list is a 422 naming the field (and the
-  candidate's index). The hot path skips FastAPI's body model and response encoder: the body
-  is parsed by pydantic-core's JSON parser (Python's ``json`` for what it refuses) and checked
-  by :func:`parse_rank_body`, the reply is encoded once by ``pydantic_core.to_json``.
+  shared features, transformed once (``OnnxRanker.score(rows, shared)``). With
+  ``serve.features`` the features a request lacks are read from the feature store by
+  ``user_id`` and ``post_id`` (:mod:`serving.inference.features`): the feed may send ids
+  only. ``scores`` (``B``) are the value formula over the task probabilities
+  (``{task: B}``). An unknown feature, a wrong type, an empty or oversize candidate list is a
+  422 naming the field (and the candidate's index). The hot path skips FastAPI's body model
+  and response encoder: the body is parsed by pydantic-core's JSON parser (Python's ``json``
+  for what it refuses) and checked by :func:`parse_rank_body`, the reply is encoded once by
+  ``pydantic_core.to_json``.
 * ``POST /retrieve``: ``{"user_id", "k", "history"?, "features"?, "exclude_history"?}`` ->
   ``{"items": [raw ids], "scores": [...]}`` (user tower -> FAISS).
 * ``POST /recommend``: retrieve ``k`` -> rank -> value -> the top ``n`` with per-stage scores
@@ -195,6 +198,10 @@ def create_app(service: InferenceService) -> FastAPI:
         models = current("ranker")
         ranker = models.ranker
         assert ranker is not None
+        if service.online is not None:
+            t = time.perf_counter()
+            user, candidates = service.online.fill(user_id, user, candidates, ranker.raw_features)
+            metrics.observe_stage("features", time.perf_counter() - t)
         if user_id is not None and "user_id" in ranker.raw_features:
             user = {**user, "user_id": user_id}
         t0 = time.perf_counter()

@@ -21,13 +21,14 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from recsys.export.manifest import MANIFEST, ManifestError, load_manifest
 from recsys.ranking.value import ValueFormula
+from serving.inference.features import OnlineFeatures, feature_settings
 from serving.inference.metrics import Metrics
 from serving.inference.preprocess import PreprocessSettings
 from serving.inference.ranker import OnnxRanker, RankerSettings
@@ -143,9 +144,16 @@ def load_models(
 class InferenceService:
     """The current :class:`ModelSet`, its hot reload and the service's metrics."""
 
-    def __init__(self, settings: ServeSettings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServeSettings,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
+        features = feature_settings(settings.features)
+        self.online = OnlineFeatures(features, clock) if features is not None else None
         self.export_dirs = settings.export_dirs()  # resolved once: a reload reads the same
         self.models = load_models(settings, export_dirs=self.export_dirs)
         self._lock = threading.Lock()
@@ -211,6 +219,8 @@ class InferenceService:
             ("ranker", models.ranker.preprocessor.counters if models.ranker else None),
             ("retriever", models.retriever.counters if models.retriever else None),
         )
+        if self.online is not None:
+            out["feature_store"] = self.online.counters()
         for name, counters in sources:
             if counters is not None:
                 snap = counters.snapshot()

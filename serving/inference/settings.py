@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.export.manifest import MANIFEST
+from serving.inference.features import feature_settings
 
 __all__ = ["ServeSettings", "export_folder", "serve_settings"]
 
@@ -38,6 +39,9 @@ class ServeSettings:
             the model's tasks) and ``penalties``.
         reload_interval_s: how often the export folders are checked for a new export
             (0: only ``POST /reload``).
+        features: the feature store's online store (``{redis_url, project}``; empty: off):
+            ``/rank`` reads the features a request lacks by id
+            (:mod:`serving.inference.features`).
         log_level: uvicorn's log level.
     """
 
@@ -55,6 +59,7 @@ class ServeSettings:
     penalties: Mapping[str, float] = field(default_factory=dict)
     reload_interval_s: float = 2.0
     log_level: str = "warning"
+    features: Mapping[str, Any] = field(default_factory=dict)
 
     def export_dirs(self) -> list[Path]:
         """The export folders named by ``run_dir`` and ``retrieval_run_dir``."""
@@ -99,6 +104,8 @@ def serve_settings(values: Mapping[str, Any] | None = None) -> ServeSettings:
         raise ValueError(f"serve settings: unknown key(s) {unknown}; known: {sorted(known)}")
     values["value"] = dict(values.get("value") or {})
     values["penalties"] = dict(values.get("penalties") or {})
+    values["features"] = dict(values.get("features") or {})
+    feature_settings(values["features"])  # checks the keys
     settings = ServeSettings(**values)
     checks = [
         ("port", 0 <= settings.port <= 65535),

@@ -182,6 +182,18 @@ class InteractionEvent:
 
 
 @dataclass(frozen=True)
+class FollowChange:
+    """One row of the follow log: ``follower_id`` started (``following``) or stopped following
+    ``followee_id`` at ``ts``; ``seq`` orders changes of the same second."""
+
+    seq: int
+    follower_id: int
+    followee_id: int
+    following: bool
+    ts: float
+
+
+@dataclass(frozen=True)
 class IdempotencyKey:
     """The ``Idempotency-Key`` a user sent with a write: a retry with the same key gets the
     first answer back and creates nothing."""

@@ -39,7 +39,7 @@ from recsys.data.synthetic.schema import (
     TIMESTAMP,
     TRUTH_COLUMNS,
 )
-from recsys.data.synthetic.source import SocialSource, write_entities
+from recsys.data.synthetic.source import SocialSource, entity_frames, write_entities
 from recsys.data.synthetic.world import SocialWorld
 
 __all__ = [
@@ -57,5 +57,6 @@ __all__ = [
     "SocialSource",
     "SocialWorld",
     "build_world",
+    "entity_frames",
     "write_entities",
 ]

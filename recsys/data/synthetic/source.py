@@ -87,16 +87,14 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_entities(config: SocialConfig, out_dir: str | Path) -> dict[str, Path]:
-    """Writes ``users.parquet``, ``posts.parquet`` and ``follows.parquet`` into ``out_dir``.
+def entity_frames(world: SocialWorld) -> dict[str, pl.DataFrame]:
+    """The observable entity tables of ``world``: ``users``, ``posts`` and ``follows``.
 
     Ids are Utf8 like in the impression frames (``author_id`` and ``followee_id`` are user
-    ids). Only observable columns are written, never the hidden latent variables. Returns
-    ``{"users": path, "posts": path, "follows": path}``.
+    ids); never the hidden latent variables. ``follows`` are in the world's edge order
+    (follower, created_at).
     """
-    w = build_world(config)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    w, config = world, world.config
     is_author = np.zeros(config.n_users, dtype=bool)
     is_author[w.author_user] = True
     followers = np.zeros(config.n_users, dtype=np.int64)
@@ -130,7 +128,18 @@ def write_entities(config: SocialConfig, out_dir: str | Path) -> dict[str, Path]
             "created_at": w.follow_created.astype(np.int64),
         }
     )
-    paths = {name: out / f"{name}.parquet" for name in ("users", "posts", "follows")}
-    for name, frame in (("users", users), ("posts", posts), ("follows", follows)):
+    return {"users": users, "posts": posts, "follows": follows}
+
+
+def write_entities(config: SocialConfig, out_dir: str | Path) -> dict[str, Path]:
+    """Writes ``users.parquet``, ``posts.parquet`` and ``follows.parquet``
+    (:func:`entity_frames`) into ``out_dir``. Returns ``{"users": path, "posts": path,
+    "follows": path}``.
+    """
+    frames = entity_frames(build_world(config))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {name: out / f"{name}.parquet" for name in frames}
+    for name, frame in frames.items():
         _write_parquet(frame, paths[name])
     return paths

@@ -200,7 +200,7 @@ class AccountService:
 
     def unfollow(self, follower_id: int, followee_id: int) -> bool:
         with self._graph_transaction(follower_id) as tx:
-            removed = tx.remove_follow(follower_id, followee_id)
+            removed = tx.remove_follow(follower_id, followee_id, self.ctx.clock.now())
             self._emit(tx, removed, "follow.removed", follower=follower_id, followee=followee_id)
         return removed
 
@@ -208,9 +208,10 @@ class AccountService:
         """Blocks and removes the follows in both directions (their posts leave both feeds)."""
         with self._graph_transaction(blocker_id, blocked_id) as tx:
             self._other_user(tx, blocker_id, blocked_id, "block")
-            created = tx.add_block(blocker_id, blocked_id, self.ctx.clock.now())
-            tx.remove_follow(blocker_id, blocked_id)
-            tx.remove_follow(blocked_id, blocker_id)
+            now = self.ctx.clock.now()
+            created = tx.add_block(blocker_id, blocked_id, now)
+            tx.remove_follow(blocker_id, blocked_id, now)
+            tx.remove_follow(blocked_id, blocker_id, now)
             self._emit(tx, created, "block.created", blocker=blocker_id, blocked=blocked_id)
         return created
 

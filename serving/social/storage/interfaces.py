@@ -30,6 +30,7 @@ from typing import BinaryIO, Protocol, TypedDict, Unpack
 from serving.social.domain import (
     Comment,
     Event,
+    FollowChange,
     IdempotencyKey,
     IdempotentAnswer,
     InteractionEvent,
@@ -102,7 +103,10 @@ class MetadataTx(Protocol):
         """True if created, False if it existed."""
         ...
 
-    def remove_follow(self, follower_id: int, followee_id: int) -> bool: ...
+    def remove_follow(self, follower_id: int, followee_id: int, now: float | None = None) -> bool:
+        """True if removed. Follows and removals are logged (:meth:`MetadataStore.iter_follow_log`)
+        at their time (``now``; default: the wall clock)."""
+        ...
 
     def is_following(self, follower_id: int, followee_id: int) -> bool: ...
 
@@ -275,6 +279,12 @@ class MetadataStore(Protocol):
     def wait_for_outbox(self, timeout_s: float, seen: int | None = None) -> int:
         """Waits up to ``timeout_s`` for an outbox event committed in this process after the
         count ``seen`` (default: now); returns the current count (a relay's idle wait)."""
+        ...
+
+    def iter_follow_log(
+        self, after_seq: int = 0, batch: int = 10_000
+    ) -> Iterator[list[FollowChange]]:
+        """Every follow and unfollow (:class:`FollowChange`) in ``seq`` order, in batches."""
         ...
 
     def check(self) -> None:

@@ -1,6 +1,7 @@
 """Request-time code loads neither torch nor the training stack: a fresh interpreter imports
 every serving.inference module, preprocesses and scores rows through ONNX Runtime, retrieves
-through FAISS, and has loaded only the two torch-free modules of recsys."""
+through FAISS, and has loaded only the torch-free modules of recsys (the export manifest, the
+value formula, the feature store's names and Redis layout) and no Feast."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ ALLOWED = {
     "recsys.export.manifest",
     "recsys.ranking",
     "recsys.ranking.value",
+    "recsys.features",
+    "recsys.features.schema",
+    "recsys.features.redis_layout",
 }
 
 CODE = """
@@ -24,7 +28,7 @@ import json, sys
 from pathlib import Path
 import serving.inference.columns, serving.inference.errors, serving.inference.hashing
 import serving.inference.preprocess, serving.inference.session
-import serving.inference.retrieval_inputs
+import serving.inference.retrieval_inputs, serving.inference.features
 from serving.inference.ranker import OnnxRanker
 from serving.inference.retriever import FaissRetriever, Recommender
 ranker = OnnxRanker.load(Path(sys.argv[1]))
@@ -35,7 +39,8 @@ ids, scores = retriever.retrieve({"user_id": retriever.inputs.user_ids[0]}, 3)
 page = Recommender(retriever, ranker, item_feature="post_id").recommend(
     {"user_id": retriever.inputs.user_ids[0]}, k=5, n=2)
 assert len(ids) == 3 and len(page.item_ids) == 2
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchrec", "fbgemm_gpu"))
+heavy = sorted(
+    m for m in sys.modules if m.split(".")[0] in ("torch", "torchrec", "fbgemm_gpu", "feast"))
 print(json.dumps({"heavy": heavy,
                   "recsys": sorted(m for m in sys.modules if m.split(".")[0] == "recsys")}))
 """

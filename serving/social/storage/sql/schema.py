@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     Double,
     ForeignKey,
@@ -209,6 +210,18 @@ events = Table(
     Column("author_id", BigInteger, nullable=False),
     Column("ts", Double, nullable=False),
     Column("dwell_ms", Integer, nullable=True),
+)
+
+follow_log = Table(
+    # every follow and unfollow in commit order (the graph's history; ``follows`` holds the
+    # current state): ``following`` true for a follow, false for an unfollow
+    "follow_log",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("follower_id", BigInteger, nullable=False),
+    Column("followee_id", BigInteger, nullable=False),
+    Column("following", Boolean, nullable=False),
+    Column("ts", Double, nullable=False),
 )
 
 outbox = Table(

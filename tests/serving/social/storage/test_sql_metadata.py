@@ -105,6 +105,32 @@ def test_follows(store: SqlMetadataStore) -> None:
         assert tx.followees(b) == []
 
 
+def test_follow_log_keeps_every_change_in_order(store: SqlMetadataStore) -> None:
+    a, b = _users(store, "a_user", "b_user")
+    with store.transaction() as tx:
+        assert tx.add_follow(a, b, T0)
+        assert not tx.add_follow(a, b, T0 + 1)  # no change, not logged
+        assert tx.remove_follow(a, b, T0 + 5)
+        assert not tx.remove_follow(a, b, T0 + 6)
+        assert tx.add_follow(a, b, T0 + 5)  # refollow in the same second
+    with pytest.raises(RuntimeError), store.transaction() as tx:
+        tx.remove_follow(a, b, T0 + 9)
+        raise RuntimeError("rolled back: the log with it")
+    batches = list(store.iter_follow_log(batch=2))
+    changes = [c for batch in batches for c in batch]
+    assert [len(b) for b in batches] == [2, 1]
+    assert [(c.follower_id, c.followee_id, c.following, c.ts) for c in changes] == [
+        (a, b, True, T0),
+        (a, b, False, T0 + 5),
+        (a, b, True, T0 + 5),
+    ]
+    assert [c.seq for c in changes] == sorted(c.seq for c in changes)
+    assert [c.following for b in store.iter_follow_log(after_seq=changes[0].seq) for c in b] == [
+        False,
+        True,
+    ]
+
+
 def test_blocks(store: SqlMetadataStore) -> None:
     a, b, c = _users(store, "a_user", "b_user", "c_user")
     with store.transaction() as tx:

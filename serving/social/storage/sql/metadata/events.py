@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 
 from serving.social.domain import (
     Event,
+    FollowChange,
     IdempotencyKey,
     IdempotentAnswer,
     InteractionEvent,
@@ -25,7 +26,7 @@ from serving.social.domain import (
 )
 from serving.social.storage.sql import schema as s
 from serving.social.storage.sql._util import chunks
-from serving.social.storage.sql.metadata.base import TxBase, records
+from serving.social.storage.sql.metadata.base import R, TxBase, records
 
 
 class EventsTx(TxBase):
@@ -192,17 +193,30 @@ class EventLog:
     ) -> Iterator[list[InteractionEvent]]:
         """The event log in ``seq`` order, in batches of at most ``batch`` (one short read
         transaction per batch)."""
-        e = s.events.c
+        return self._batches(s.events, InteractionEvent, after_seq, batch)
+
+    def iter_follow_log(
+        self, after_seq: int = 0, batch: int = 10_000
+    ) -> Iterator[list[FollowChange]]:
+        """The follow log (every follow and unfollow) in ``seq`` order, in batches of at most
+        ``batch`` (one short read transaction per batch)."""
+        return self._batches(s.follow_log, FollowChange, after_seq, batch)
+
+    def _batches(
+        self, table: sa.Table, cls: type[R], after_seq: int, batch: int
+    ) -> Iterator[list[R]]:
+        """The rows of a ``seq``-keyed log table after ``after_seq``, as ``cls`` records."""
+        seq = table.c.seq
         last = after_seq
         while True:
             with self.engine.begin() as connection:
                 rows = connection.execute(
-                    sa.select(s.events).where(e.seq > last).order_by(e.seq).limit(max(1, batch))
+                    sa.select(table).where(seq > last).order_by(seq).limit(max(1, batch))
                 ).all()
             if not rows:
                 return
             last = rows[-1].seq
-            yield records(InteractionEvent, rows)
+            yield records(cls, rows)
 
 
 def _publish_rows(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -16,14 +17,28 @@ class GraphTx(TxBase):
     :class:`~serving.social.storage.interfaces.MetadataTx`."""
 
     def add_follow(self, follower_id: int, followee_id: int, now: float) -> bool:
-        """True if created, False if it existed."""
-        return self._insert_ignore(
+        """True if created, False if it existed. A new follow is also logged (``follow_log``)."""
+        created = self._insert_ignore(
             s.follows, follower_id=follower_id, followee_id=followee_id, created_at=now
         )
+        if created:
+            self._log_follow(follower_id, followee_id, True, now)
+        return created
 
-    def remove_follow(self, follower_id: int, followee_id: int) -> bool:
-        """True if there was a follow to remove."""
-        return self._delete(s.follows, follower_id=follower_id, followee_id=followee_id)
+    def remove_follow(self, follower_id: int, followee_id: int, now: float | None = None) -> bool:
+        """True if there was a follow to remove; the removal is logged at ``now`` (default: the
+        wall clock)."""
+        removed = self._delete(s.follows, follower_id=follower_id, followee_id=followee_id)
+        if removed:
+            self._log_follow(follower_id, followee_id, False, time.time() if now is None else now)
+        return removed
+
+    def _log_follow(self, follower_id: int, followee_id: int, following: bool, ts: float) -> None:
+        self._run(
+            sa.insert(s.follow_log).values(
+                follower_id=follower_id, followee_id=followee_id, following=following, ts=ts
+            )
+        )
 
     def is_following(self, follower_id: int, followee_id: int) -> bool:
         """Whether ``follower_id`` follows ``followee_id``."""
