@@ -1,7 +1,9 @@
-"""Online features by id: through Feast (:func:`online_features`, any online store) and a
-fast path for the Redis online store (:class:`RedisFeatureReader`) that reads Feast's own
-Redis layout with one pipeline of ``HMGET`` and decodes the values, without Feast's
-per-request Python (registry lookups, entity-key protos, response building).
+"""Online features by id: through Feast (:func:`online_features`, any online store) and
+fast paths that read Feast's own layout directly, without Feast's per-request Python (registry
+lookups, entity-key protos, response building): :class:`RedisFeatureReader` (one pipeline of
+``HMGET``) and :class:`SqliteFeatureReader` (one ``SELECT`` per view on the SQLite online
+store's tables, :mod:`recsys.features.sqlite_layout`). Both take the same arguments and return
+the same ``{feature: [value per id]}``.
 
 Feast's Redis layout (``entity_key_serialization_version: 3``): one hash per entity, key =
 ``serialize_entity_key(entity) + project``, a field per feature = the little-endian murmur3
@@ -13,10 +15,12 @@ values training gives them (:data:`recsys.features.schema.DEFAULTS`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recsys.features.redis_layout import LayoutReader
 from recsys.features.schema import DEFAULTS
+from recsys.features.sqlite_layout import SqliteLayoutReader, open_online_db
 from recsys.features.store import FeatureStoreError, check_refs
 
 if TYPE_CHECKING:
@@ -73,6 +77,22 @@ def _client_for(store: FeatureStore) -> Any:
     return redis.Redis(**kwargs)
 
 
+def _join_key(store: FeatureStore, refs: Sequence[str]) -> str:
+    """The one string join key that the views of ``refs`` share (else a FeatureStoreError)."""
+    from feast.value_type import ValueType
+
+    keys = set()
+    for view in dict.fromkeys(r.partition(":")[0] for r in refs):
+        columns = store.get_feature_view(view).entity_columns
+        keys.add(tuple((c.name, c.dtype.to_value_type()) for c in columns))
+    if len(keys) != 1 or len(next(iter(keys))) != 1:
+        raise FeatureStoreError(f"the views of {list(refs)} must share one join key, have {keys}")
+    ((join_key, value_type),) = next(iter(keys))
+    if value_type != ValueType.STRING:
+        raise FeatureStoreError(f"join key {join_key!r} must be a string, is {value_type}")
+    return join_key
+
+
 class RedisFeatureReader:
     """Reads features of one entity (from one or more of its views) for many ids from Feast's
     Redis layout (:class:`recsys.features.redis_layout.LayoutReader`: one ``HMGET`` per id,
@@ -88,20 +108,8 @@ class RedisFeatureReader:
     """
 
     def __init__(self, store: FeatureStore, refs: Sequence[str]) -> None:
-        from feast.value_type import ValueType
-
         refs = check_refs(store, refs)
-        keys = set()
-        for view in dict.fromkeys(r.partition(":")[0] for r in refs):
-            columns = store.get_feature_view(view).entity_columns
-            keys.add(tuple((c.name, c.dtype.to_value_type()) for c in columns))
-        if len(keys) != 1 or len(next(iter(keys))) != 1:
-            raise FeatureStoreError(
-                f"the views of {list(refs)} must share one join key, have {keys}"
-            )
-        ((join_key, value_type),) = next(iter(keys))
-        if value_type != ValueType.STRING:
-            raise FeatureStoreError(f"join key {join_key!r} must be a string, is {value_type}")
+        join_key = _join_key(store, refs)
         self.client = _client_for(store)
         self.layout = LayoutReader(self.client, store.project, join_key, refs)
         self.features = self.layout.features
@@ -116,3 +124,48 @@ class RedisFeatureReader:
 
     def close(self) -> None:
         self.client.close()
+
+
+def sqlite_path(store: FeatureStore) -> Path:
+    """The file of ``store``'s SQLite online store (relative paths against the repository, as
+    Feast resolves them); a store with another online store is a FeatureStoreError."""
+    online = store.config.online_store
+    if str(online.type) != "sqlite":
+        raise FeatureStoreError(
+            f"SqliteFeatureReader needs the SQLite online store, this store has {online.type!r}"
+        )
+    path = Path(online.path)
+    if not path.is_absolute() and store.config.repo_path:
+        path = Path(store.config.repo_path) / path
+    return path
+
+
+class SqliteFeatureReader:
+    """:class:`RedisFeatureReader`'s interface on the SQLite online store: reads the view
+    tables directly (:class:`recsys.features.sqlite_layout.SqliteLayoutReader`, read-only).
+
+    Args:
+        store: a store whose online store is SQLite (its project, views, entity and file).
+        refs: ``view:feature`` references whose views share one (Utf8) join key.
+
+    ``fetch(ids)`` -> ``{feature: [value per id]}`` (None where absent), equal to what
+    :func:`online_features` returns for the same ids (tested).
+    """
+
+    def __init__(self, store: FeatureStore, refs: Sequence[str]) -> None:
+        refs = check_refs(store, refs)
+        join_key = _join_key(store, refs)
+        self.conn = open_online_db(sqlite_path(store))
+        self.layout = SqliteLayoutReader(self.conn, store.project, join_key, refs)
+        self.features = self.layout.features
+
+    def key(self, entity_id: str) -> bytes:
+        """The ``entity_key`` blob of one entity (Feast's ``serialize_entity_key``)."""
+        return self.layout.key(entity_id)
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, list[Any]]:
+        """``{feature: [value per id]}`` (None where absent)."""
+        return self.layout.fetch(ids)
+
+    def close(self) -> None:
+        self.conn.close()
