@@ -1,11 +1,13 @@
 """Request features from the feature store's online store, by id, so the feed may send ids.
 
-``serve.features: {redis_url: redis://..., project: social}`` turns it on: for ``POST /rank``
+``serve.features: {redis_url: redis://..., project: social}`` (the Redis online store) or
+``serve.features: {sqlite_path: .../online.db, project: social}`` (the embedded SQLite online
+store, opened read-only) turns it on, exactly one of the two: for ``POST /rank``
 the user's features (``country age_bucket user_activity``, ``user_follow_count_log``) are read
 by ``user_id``, each candidate's (``author_id topic media_type post_length``,
 ``post_age_hours`` from the post's creation time and the request's clock,
 ``author_followers_log``, ``is_following`` of the user-author pair) by ``post_id``, from the
-Redis online store that ``recsys.features`` materializes. What the request sends wins. The
+online store that ``recsys.features`` materializes. What the request sends wins. The
 values are those of the training set (:mod:`recsys.features.training`): counts missing online
 (a new post not yet materialized, an unknown user) are the training defaults
 (:data:`recsys.features.schema.DEFAULTS`: ``log1p(0)``, ``is_following "0"``), other missing
@@ -13,7 +15,8 @@ features stay absent (the ranker's own missing value); each default or absence i
 feature, in ``/metrics`` (``recsys_input_events_total{model="feature_store",kind="missing"}``).
 
 Feast itself is not imported here (``import feast`` loads torch): the Redis layout is read by
-:mod:`recsys.features.redis_layout` (standard library, ``mmh3``, ``redis``).
+:mod:`recsys.features.redis_layout` (standard library, ``mmh3``, ``redis``), the SQLite one by
+:mod:`recsys.features.sqlite_layout` (standard library ``sqlite3``), with one interface.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 
 from recsys.features.redis_layout import LayoutReader
 from recsys.features.schema import AUTHOR, DEFAULTS, PAIR, POST, USER, pair_id
+from recsys.features.sqlite_layout import SqliteLayoutReader, open_online_db
 
 __all__ = ["FeatureSettings", "OnlineFeatures", "feature_settings"]
 
@@ -50,23 +54,35 @@ PAIR_REFS = ("follow_pair:is_following",)
 
 @dataclass(frozen=True)
 class FeatureSettings:
-    """Where the online store is: a Redis URL and the Feast project (its key namespace)."""
+    """Where the online store is: a Redis URL or a SQLite file (exactly one), and the Feast
+    project (Redis: the key namespace; SQLite: the tables' prefix)."""
 
-    redis_url: str
+    redis_url: str | None = None
+    sqlite_path: str | None = None
     project: str = "social"
+
+    def __post_init__(self) -> None:
+        if (self.redis_url is None) == (self.sqlite_path is None):
+            raise ValueError(
+                "serve settings: serve.features needs exactly one of redis_url "
+                "(redis://host:port/db) and sqlite_path (Feast's SQLite online store)"
+            )
+
+
+STORE_KEYS = ("redis_url", "sqlite_path")
 
 
 def feature_settings(values: Mapping[str, Any]) -> FeatureSettings | None:
-    """``serve.features`` -> settings (None when empty); unknown keys are a ``ValueError``."""
+    """``serve.features`` -> settings (None when empty); unknown keys, neither or both of
+    ``redis_url`` / ``sqlite_path`` are a ``ValueError`` naming them."""
     values = dict(values or {})
     if not values:
         return None
-    unknown = sorted(set(values) - {"redis_url", "project"})
+    unknown = sorted(set(values) - {*STORE_KEYS, "project"})
     if unknown:
         raise ValueError(f"serve settings: unknown key(s) serve.features.{unknown[0]}")
-    if not values.get("redis_url"):
-        raise ValueError("serve settings: serve.features needs redis_url (redis://host:port/db)")
-    return FeatureSettings(str(values["redis_url"]), str(values.get("project", "social")))
+    stores = {k: str(values[k]) for k in STORE_KEYS if values.get(k)}
+    return FeatureSettings(**stores, project=str(values.get("project", "social")))
 
 
 def _log_count(value: Any, name: str) -> float:
@@ -77,19 +93,29 @@ class OnlineFeatures:
     """Fills ``/rank`` requests from the online store (module docstring).
 
     Args:
-        settings: the store's Redis and project.
+        settings: the store (Redis or SQLite) and project.
         clock: the request time in unix seconds (``post_age_hours``).
     """
 
     def __init__(self, settings: FeatureSettings, clock: Callable[[], float] = time.time) -> None:
-        import redis
+        reader: type[LayoutReader] | type[SqliteLayoutReader]
+        if settings.redis_url is not None:
+            import redis
 
-        self.client = redis.Redis.from_url(settings.redis_url)
+            self.client: Any = redis.Redis.from_url(settings.redis_url)
+            reader = LayoutReader
+        else:
+            assert settings.sqlite_path is not None
+            try:
+                self.client = open_online_db(settings.sqlite_path)
+            except FileNotFoundError as err:
+                raise ValueError(f"serve settings: serve.features.sqlite_path: {err}") from err
+            reader = SqliteLayoutReader
         project = settings.project
-        self.users = LayoutReader(self.client, project, USER, USER_REFS)
-        self.posts = LayoutReader(self.client, project, POST, POST_REFS)
-        self.authors = LayoutReader(self.client, project, AUTHOR, AUTHOR_REFS)
-        self.pairs = LayoutReader(self.client, project, PAIR, PAIR_REFS)
+        self.users = reader(self.client, project, USER, USER_REFS)
+        self.posts = reader(self.client, project, POST, POST_REFS)
+        self.authors = reader(self.client, project, AUTHOR, AUTHOR_REFS)
+        self.pairs = reader(self.client, project, PAIR, PAIR_REFS)
         self.clock = clock
         self._lock = threading.Lock()
         self.missing: Counter[str] = Counter()

@@ -39,7 +39,8 @@ class ServeSettings:
             the model's tasks) and ``penalties``.
         reload_interval_s: how often the export folders are checked for a new export
             (0: only ``POST /reload``).
-        features: the feature store's online store (``{redis_url, project}``; empty: off):
+        features: the feature store's online store (``{redis_url, project}`` or
+            ``{sqlite_path, project}``, exactly one store; empty: off):
             ``/rank`` reads the features a request lacks by id
             (:mod:`serving.inference.features`).
         log_level: uvicorn's log level.
