@@ -1,7 +1,8 @@
 """The feature store end to end on a tiny synthetic world: the ``feast`` command line in
 ``pipelines/feature_repo``, the point-in-time training set against the generator's own
-columns, bad input, offline/online consistency on SQLite and on the real Redis, and a
-materialization that fails midway."""
+columns, bad input, offline/online consistency on SQLite and on the real Redis, the direct
+readers of both online stores against Feast's own read, and a materialization that fails
+midway."""
 
 from __future__ import annotations
 
@@ -20,7 +21,13 @@ from recsys.features.materialize import (
     materialize,
     pending_views,
 )
-from recsys.features.online import RedisFeatureReader, fill_defaults, online_features
+from recsys.features.online import (
+    RedisFeatureReader,
+    SqliteFeatureReader,
+    fill_defaults,
+    online_features,
+    sqlite_path,
+)
 from recsys.features.schema import FEATURE_REFS, PAIR, VIEWS
 from recsys.features.store import FeatureStoreError, StoreSettings, open_store
 from recsys.features.training import FeastSocialSource, historical_features
@@ -205,6 +212,63 @@ def test_redis_online_store_against_the_real_server(
             RedisFeatureReader(store, ["user_profile:country", "post:topic"])
     finally:
         store.teardown()
+
+
+def test_sqlite_reader_equals_feasts_online_read(tiny_data: Path, tmp_path: Path) -> None:
+    """The direct read of the SQLite online store's tables returns what Feast's
+    ``get_online_features`` returns: for users with a profile but no activity row before the
+    materialized time (a view without a value), for posts
+    created after the materialized time (no row at all) and for unknown ids."""
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from recsys.features.sqlite_layout import SqliteLayoutReader, open_online_db
+
+    store = open_store(StoreSettings(_copy(tiny_data, tmp_path)))
+    labels = pl.read_parquet(tiny_data / "labels.parquet")
+    at = _mid(labels)
+    materialize(store, datetime.fromtimestamp(at, UTC), start=START)
+    user_refs = [
+        "user_profile:country",
+        "user_follows:follow_count",
+        "user_activity:impressions_1d",
+    ]
+    users = [*labels["user_id"].unique(maintain_order=True).to_list(), "no-such-user"]
+    reader = SqliteFeatureReader(store, user_refs)
+    direct = reader.fetch(users)
+    assert direct == online_features(store, user_refs, {"user_id": users})
+    assert all(direct[f][-1] is None for f in reader.features)  # an unknown user
+    in_one_view_only = [
+        i
+        for i, c in enumerate(direct["country"])
+        if c is not None and direct["impressions_1d"][i] is None
+    ]
+    assert in_one_view_only, "no user with a profile and no activity row: the case is untested"
+    key = EntityKey(join_keys=["user_id"], entity_values=[Value(string_val=users[0])])
+    assert reader.key(users[0]) == serialize_entity_key(key, 3)
+    reader.close()
+
+    post_refs = ["post:author_id", "post:topic", "post:post_length", "post:created_at"]
+    posts = labels["post_id"].unique(maintain_order=True).to_list()
+    reader = SqliteFeatureReader(store, post_refs)
+    direct = reader.fetch([*posts, posts[0]])  # a repeated id reads twice
+    assert direct == online_features(store, post_refs, {"post_id": [*posts, posts[0]]})
+    assert None in direct["topic"] and set(direct["topic"]) != {None}  # late posts: no row
+    reader.close()
+
+    with pytest.raises(FeatureStoreError, match="share one join key"):
+        SqliteFeatureReader(store, ["user_profile:country", "post:topic"])
+    with pytest.raises(FeatureStoreError, match="unknown feature view"):
+        SqliteFeatureReader(store, ["no_view:x"])
+    conn = open_online_db(sqlite_path(store))
+    with pytest.raises(ValueError, match="no table 'other_post'"):
+        SqliteLayoutReader(conn, "other", "post_id", post_refs)
+    with pytest.raises(ValueError, match="not 'view:feature'"):
+        SqliteLayoutReader(conn, "social", "post_id", ["topic"])
+    conn.close()
+    with pytest.raises(FileNotFoundError, match="no SQLite online store"):
+        open_online_db(tmp_path / "missing.db")
 
 
 def test_materialization_failing_midway_is_reported_and_resumes(
