@@ -1,7 +1,7 @@
 """Request-time code loads neither torch nor the training stack: a fresh interpreter imports
 every serving.inference module, preprocesses and scores rows through ONNX Runtime, retrieves
 through FAISS, and has loaded only the torch-free modules of recsys (the export manifest, the
-value formula, the feature store's names and Redis layout) and no Feast."""
+value formula, the feature store's names and its Redis and SQLite layouts) and no Feast."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ ALLOWED = {
     "recsys.ranking.value",
     "recsys.features",
     "recsys.features.schema",
+    "recsys.features.layout",
     "recsys.features.redis_layout",
+    "recsys.features.sqlite_layout",
 }
 
 CODE = """

@@ -1,5 +1,6 @@
 """``/rank`` with ids only: the service reads the user's and the candidates' features from
-the feature store's Redis online store (materialized by ``recsys.features``) and scores what
+the feature store's online store, Redis or SQLite (materialized by ``recsys.features``), and
+scores what
 it scores for the same request with every feature sent; features missing online get the
 training defaults and are counted in ``/metrics``."""
 
@@ -16,12 +17,13 @@ from fastapi.testclient import TestClient
 
 from recsys.data.prepared import PreparedDataset
 from tests.serving.inference.conftest import SOCIAL
-from tests.serving.social.conftest import redis_url  # noqa: F401 (fixture)
+from tests.serving.social.conftest import redis_url  # noqa: F401 (fixture, by name)
 
 
-@pytest.fixture(scope="module")
-def online_store(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Any:  # noqa: F811
-    """The SOCIAL world's store with its Redis online store loaded up to the last label."""
+@pytest.fixture(scope="module", params=["redis", "sqlite"])
+def online_store(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Any:
+    """The SOCIAL world's store with its online store (the real Redis, or SQLite) loaded up to
+    the last label, and the ``serve.features`` that reads it."""
     from pipelines.feature_sources import synthetic_inputs, write_feature_data
     from recsys.features.materialize import materialize
     from recsys.features.store import StoreSettings, open_store
@@ -29,13 +31,18 @@ def online_store(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> An
     folder = tmp_path_factory.mktemp("store")
     tables, labels = synthetic_inputs(SOCIAL)
     write_feature_data(tables, labels, folder, apply=False)
-    settings = StoreSettings(
-        folder, online="redis", redis_url=redis_url, project=f"t{uuid.uuid4().hex[:10]}"
-    )
+    project = f"t{uuid.uuid4().hex[:10]}"
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        settings = StoreSettings(folder, online="redis", redis_url=url, project=project)
+        features = {"redis_url": url, "project": project}
+    else:
+        settings = StoreSettings(folder, project=project)
+        features = {"sqlite_path": str(settings.root / "online.db"), "project": project}
     store = open_store(settings)
     end = int(labels["timestamp"].max())
     materialize(store, datetime.fromtimestamp(end, UTC), start=datetime(1970, 1, 1, tzinfo=UTC))
-    yield store, settings, labels, end
+    yield store, features, labels, end
     store.teardown()
 
 
@@ -63,14 +70,14 @@ def test_rank_reads_features_by_id(
     from serving.inference.service import InferenceService
     from serving.inference.settings import serve_settings
 
-    store, settings, labels, end = online_store
+    store, features, labels, end = online_store
     user = labels["user_id"].mode()[0]
     posts = labels.sort("timestamp").tail(400)["post_id"].unique(maintain_order=True).head(30)
     full = _full_rows(store, labels, user, posts.to_list(), end)
     values = {
         "run_dir": str(social_ranker[0]),
         "reload_interval_s": 0,
-        "features": {"redis_url": settings.redis_url, "project": settings.project},
+        "features": features,
     }
     service = InferenceService(serve_settings(values), clock=lambda: float(end))
     with TestClient(create_app(service)) as api:
@@ -92,7 +99,20 @@ def test_rank_reads_features_by_id(
             assert f'{prefix}"{feature}"}} 1' in text, feature
         assert f'{prefix}"is_following"}}' in text  # pairs that never followed count too
         assert 'recsys_stage_seconds_count{stage="features"} 3' in text
-    with pytest.raises(ValueError, match=r"serve\.features needs redis_url"):
-        serve_settings({"run_dir": str(social_ranker[0]), "features": {"project": "x"}})
+
+
+def test_feature_settings_name_one_store(tmp_path: Path) -> None:
+    from serving.inference.features import OnlineFeatures, feature_settings
+    from serving.inference.settings import serve_settings
+
+    one = r"serve\.features needs exactly one of redis_url .* and sqlite_path"
+    with pytest.raises(ValueError, match=one):
+        serve_settings({"features": {"project": "x"}})
+    with pytest.raises(ValueError, match=one):
+        serve_settings({"features": {"redis_url": "redis://h:1/0", "sqlite_path": "o.db"}})
     with pytest.raises(ValueError, match=r"serve\.features\.redis"):
-        serve_settings({"run_dir": str(social_ranker[0]), "features": {"redis": "x"}})
+        serve_settings({"features": {"redis": "x"}})
+    missing = feature_settings({"sqlite_path": str(tmp_path / "online.db")})
+    assert missing is not None and missing.project == "social"
+    with pytest.raises(ValueError, match=r"serve\.features\.sqlite_path: no SQLite online store"):
+        OnlineFeatures(missing)
