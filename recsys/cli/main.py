@@ -10,6 +10,9 @@ function and print its summary.
     recsys explore explore.ranker_run=DIR explore.retrieval_run=DIR [explore.user=ID]
     recsys export export.run_dir=outputs/runs/...
     recsys bench train [--steps N ...]
+
+``-v`` / ``--verbose`` anywhere brings back the libraries' log lines and the traceback of an
+error (by default an error is one line on stderr, exit status 1).
 """
 
 from __future__ import annotations
@@ -18,6 +21,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from recsys.apps.console import quiet_libraries
+from recsys.cli import errors
 
 USAGE = """usage: recsys COMMAND [hydra overrides ...]
 
@@ -37,6 +43,7 @@ commands:
   bench inference  ranking latency: eager vs bare ONNX Runtime vs ours vs HTTP
 {plugins}
 Hydra options work after the command: --multirun, --cfg job, hydra.run.dir=DIR, --help.
+-v / --verbose: library log lines and the full traceback of an error.
 Configs live in {configs}.
 """
 
@@ -57,14 +64,23 @@ def config_dir() -> Path:
 
 
 def _hydra_app(config_name: str, task: Callable, argv: Sequence[str], prog: str) -> None:
+    """Runs ``task`` as a Hydra app. Hydra raises its own errors (composition, overrides) to us
+    (``HYDRA_FULL_ERROR=1``), and :func:`recsys.cli.tasks.command` turns the task's errors into
+    one line; either way the user sees one line, the traceback only with ``-v``."""
     import hydra
 
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    errors.STATE.prog = prog
     sys.argv = [prog, *argv]
     app = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
         task
     )
-    app()
+    try:
+        app()
+    except Exception as exc:  # composition errors: Hydra's, before the task starts
+        if errors.STATE.verbose:
+            raise
+        errors.fail(prog, errors.composition_message(exc))
 
 
 def _bench(argv: Sequence[str]) -> None:
@@ -112,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # to any other busy thread (the loader's prefetch thread) run FBGEMM kernels 30-50x slower.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = list(sys.argv[1:] if argv is None else argv)
+    errors.STATE.verbose = any(a in ("-v", "--verbose") for a in args)
+    args = [a for a in args if a not in ("-v", "--verbose")]
+    quiet_libraries(errors.STATE.verbose)
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
         return
