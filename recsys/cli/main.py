@@ -20,10 +20,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from recsys.apps.console import quiet_libraries
 from recsys.cli import errors
+from recsys.config.compose import config_dir, repo_root
 
 USAGE = """usage: recsys COMMAND [hydra overrides ...]
 
@@ -46,21 +46,6 @@ Hydra options work after the command: --multirun, --cfg job, hydra.run.dir=DIR, 
 -v / --verbose: library log lines and the full traceback of an error.
 Configs live in {configs}.
 """
-
-
-def repo_root() -> Path:
-    """The source checkout the package was installed from (editable install)."""
-    return Path(__file__).resolve().parents[2]
-
-
-def config_dir() -> Path:
-    path = repo_root() / "configs"
-    if not path.is_dir():
-        raise SystemExit(
-            f"recsys: config folder not found at {path}; install from a source checkout "
-            "with scripts/install.sh (an editable install keeps configs/ beside the package)"
-        )
-    return path
 
 
 def _hydra_app(config_name: str, task: Callable, argv: Sequence[str], prog: str) -> None:

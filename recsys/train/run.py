@@ -34,7 +34,14 @@ from torch import nn
 from recsys.train.plots import run_plots
 from recsys.train.tracking import Tracker, TrackingConfig, numeric_metrics
 
-__all__ = ["Experiment", "Outcome", "RunPlan", "run_experiment", "seed_everything"]
+__all__ = [
+    "Experiment",
+    "Outcome",
+    "RunPlan",
+    "run_experiment",
+    "run_experiment_with_model",
+    "seed_everything",
+]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +101,11 @@ def _plots(run_dir: Path, metrics: dict[str, Any], curves: dict[str, Any]) -> li
 def run_experiment(plan: RunPlan) -> dict[str, Any]:
     """Runs ``plan`` (see the module docstring); returns (and writes) ``metrics.json``'s content
     plus the MLflow ``run_id``."""
+    return run_experiment_with_model(plan)[0]
+
+
+def run_experiment_with_model(plan: RunPlan) -> tuple[dict[str, Any], nn.Module]:
+    """:func:`run_experiment`, also returning the trained model (the Python API's run)."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(plan.seed)
     t0 = time.perf_counter()
@@ -121,6 +133,6 @@ def run_experiment(plan: RunPlan) -> dict[str, Any]:
             tracker.log_artifact(path)
         tracker.log_model(outcome.model)
         status = "FINISHED"
-        return metrics
+        return metrics, outcome.model
     finally:
         tracker.end(status)

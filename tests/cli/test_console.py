@@ -19,7 +19,7 @@ TINY = [
     "experiment=dlrm_movielens_tiny",
     f"data.path={shared_data('ml-100k')}",
     "trainer.max_steps=4",
-    "baseline=null",
+    "~baseline",
 ]
 
 
