@@ -290,26 +290,25 @@ def _make_faiss_index(cfg: IndexConfig, d: int, nlist: int | None) -> tuple[fais
 
 
 def _advise_codebook_training(cfg: IndexConfig, base: faiss.Index, train_n: int) -> None:
-    """Silences FAISS's per-codebook k-means warning of an IVF-PQ / IVF-RQ index trained on
-    fewer than 39 points per codebook entry and logs it once per (kind, points, entries)."""
-    if cfg.kind not in ("ivf_pq", "ivf_rq"):
+    """Silences FAISS's k-means warning (one line per codebook, from C++) of an IVF index
+    trained on fewer than 39 points per centroid (its coarse lists, PQ/RQ codebooks) and logs
+    it once per (kind, points, centroids) instead."""
+    if cfg.kind not in IVF_KINDS:
         return
     ivf = faiss.downcast_index(faiss.extract_index_ivf(base))
-    quantizer = ivf.pq if cfg.kind == "ivf_pq" else ivf.rq
-    quantizer.cp.min_points_per_centroid = 1
-    entries = 2 ** (cfg.pq_bits if cfg.kind == "ivf_pq" else cfg.rq_bits)
-    advised = _ADVISED_POINTS_PER_CENTROID * entries
-    key = (cfg.kind, train_n, entries)
-    if train_n < advised and key not in _advised:
-        _advised.add(key)
-        log.warning(
-            "%s codebooks trained on %d vectors, fewer than FAISS advises (%d for %d entries "
-            "per codebook); recall may drop",
-            cfg.kind,
-            train_n,
-            advised,
-            entries,
-        )
+    stages = [("coarse quantizer", ivf.cp, ivf.nlist)]
+    if cfg.kind == "ivf_pq":
+        stages.append(("PQ codebooks", ivf.pq.cp, 2**cfg.pq_bits))
+    elif cfg.kind == "ivf_rq":
+        stages.append(("RQ codebooks", ivf.rq.cp, 2**cfg.rq_bits))
+    for what, params, centroids in stages:
+        params.min_points_per_centroid = 1
+        advised = _ADVISED_POINTS_PER_CENTROID * centroids
+        key = (f"{cfg.kind} {what}", train_n, centroids)
+        if train_n < advised and key not in _advised:
+            _advised.add(key)
+            message = "%s %s trained on %d vectors for %d centroids (FAISS advises %d)"
+            log.warning(message + "; recall may drop", cfg.kind, what, train_n, centroids, advised)
 
 
 def _apply_search_params(index: faiss.Index, cfg: IndexConfig) -> None:

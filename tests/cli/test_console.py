@@ -83,3 +83,16 @@ def test_a_misspelled_override_lists_the_known_keys(
         assert len(err) == 1, err
         assert "unknown config key 'trainer.batch_sise'" in err[0] and "batch_size" in err[0]
         assert "+trainer" not in err[0]  # no advice that leads to a second error
+
+
+def test_a_misspelled_key_of_a_data_config_is_an_unknown_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = tmp_path / "log.csv"
+    table.write_text("ad,click\nx,1\ny,0\n")
+    args = ["train", "data=ctr_table", f"data.path={table}", "+data.source.sparce=[ad]"]
+    with pytest.raises(SystemExit):
+        run_recsys([*args, f"hydra.run.dir={tmp_path / 'r'}"])
+    err = capsys.readouterr().err
+    assert "unknown config key 'data.source.sparce'" in err and "sparse" in err
+    assert "unexpected keyword" not in err

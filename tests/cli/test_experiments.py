@@ -141,6 +141,8 @@ def test_bad_criteo_rows_error_or_skip(tmp_path: Path, capsys: pytest.CaptureFix
     assert str(bad) in err and "line 42" in err and "I5" in err
     GlobalHydra.instance().clear()
     main([*base, "data.source.on_bad_rows=skip", f"hydra.run.dir={tmp_path / 'lenient'}"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "data: skipped 1 bad rows (on_bad_rows=skip)" in out[-4:]
     metrics = json.loads((tmp_path / "lenient" / "metrics.json").read_text())
     assert metrics["data"]["bad_rows_skipped"] == 1
     assert sum(metrics["data"]["rows"].values()) == 299
