@@ -245,6 +245,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
+        print(f"figures: {args.json}")
     return report
 
 

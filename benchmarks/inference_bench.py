@@ -357,6 +357,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
+        print(f"figures: {args.out}")
     return result
 
 

@@ -30,11 +30,11 @@ def closing_lines(
     speed and time, then the metrics file."""
     skipped = (data or {}).get("bad_rows_skipped", 0)
     note = [f"data: skipped {skipped:,} bad rows (on_bad_rows=skip)"] if skipped else []
-    return note + [
+    speed = (
         f"train {train['examples_per_sec']:,.0f} examples/s, {train['wall_seconds']:.1f} s, "
-        f"{train['steps']} steps",
-        f"metrics: {metrics_path}",
-    ]
+        f"{train['steps']} steps"
+    )
+    return [*note, speed, f"metrics: {metrics_path}"]
 
 
 def ranking_lines(metrics: Mapping[str, Any], metrics_path: Path) -> list[str]:
