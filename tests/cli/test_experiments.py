@@ -270,8 +270,7 @@ def test_a_new_ctr_log_needs_only_config(tmp_path: Path) -> None:
         .replace("dense: []", "dense: [price]")
         .replace("sparse: []", "sparse: [shop, device]")
         .replace("multi: {}", 'multi: {tags: "|"}')
-        .replace("timestamp: null", "timestamp: ts")
-        .replace("kind: random", "kind: temporal")
+        .replace("timestamp: null", "timestamp: ts")  # a timestamp: the split is temporal
     )
     run_dir, _ = run_cli(
         [
@@ -287,5 +286,7 @@ def test_a_new_ctr_log_needs_only_config(tmp_path: Path) -> None:
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["data"]["rows"] == {"train": 2400, "valid": 300, "test": 300}
+    manifest = json.loads((Path(metrics["data"]["path"]) / "manifest.json").read_text())
+    assert manifest["split"]["kind"] == "temporal", manifest["split"]
     assert metrics["data"]["num_dense"] == 1 and metrics["data"]["num_sparse"] == 3
     assert metrics["test"]["auc"] > 0.6
