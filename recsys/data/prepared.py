@@ -362,5 +362,9 @@ def _write_raw(
                 flush()
     flush()
     if not files:
-        raise DataError(f"source {source.name!r} produced no rows")
+        paths = getattr(source, "paths", None)
+        where = f" (read {', '.join(str(p) for p in paths)})" if paths else ""
+        skipped = source.report.rows_skipped if hasattr(source, "report") else 0
+        why = f"; {skipped} bad rows skipped" if skipped else "; a header-only or empty file?"
+        raise DataError(f"source {source.name!r} produced no rows{where}{why}")
     return files

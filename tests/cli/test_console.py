@@ -96,3 +96,15 @@ def test_a_misspelled_key_of_a_data_config_is_an_unknown_key(
     err = capsys.readouterr().err
     assert "unknown config key 'data.source.sparce'" in err and "sparse" in err
     assert "unexpected keyword" not in err
+
+
+def test_a_header_only_table_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    table = tmp_path / "empty.csv"
+    table.write_text("ad,click\n")
+    args = ["train", "data=ctr_table", f"data.path={table}", "data.source.sparse=[ad]"]
+    with pytest.raises(SystemExit):
+        run_recsys([*args, "model=dcn", f"hydra.run.dir={tmp_path / 'r'}"])
+    err = capsys.readouterr().err
+    assert "produced no rows" in err and str(table) in err
