@@ -41,6 +41,7 @@ commands:
   bench retrieval  our FAISS wrapper vs raw FAISS
   bench backend  fanout inserts/s and feed read latency of the social backend
   bench inference  ranking latency: eager vs bare ONNX Runtime vs ours vs HTTP
+  bench all      every benchmark at a small size, one report in benchmarks/results/
 {plugins}
 Hydra options work after the command: --multirun, --cfg job, hydra.run.dir=DIR, --help.
 -v / --verbose: library log lines and the full traceback of an error.
@@ -79,6 +80,7 @@ def _bench(argv: Sequence[str]) -> None:
         "retrieval": "retrieval_bench.py",
         "backend": "backend_bench.py",
         "inference": "inference_bench.py",
+        "all": "bench_all.py",
     }
     if name not in scripts:
         raise SystemExit(f"recsys bench: unknown benchmark {name!r}; known: {sorted(scripts)}")
