@@ -12,7 +12,7 @@ Train a ranker and look at it::
     run = api.train(["experiment=dlrm_movielens_tiny", "data.path=/data/ml-100k"])
     run.metrics["test"]["auc"]          # metrics.json's content
     run.model                           # the trained torch module
-    run.plots                           # [.../learning_curves.png, .../reliability_label.png]
+    run.plots                           # [.../learning_curves.png, .../reliability.png]
     print(run.summary())                # the lines `recsys train` prints
 
 Re-score it, export it for serving, reopen it later::

@@ -32,7 +32,7 @@ def test_train_evaluate_and_reopen_a_run(tmp_path: Path, monkeypatch: pytest.Mon
     assert isinstance(run.model, nn.Module) and run.config_path.is_file()
     assert run.summary().splitlines()[-1] == f"metrics: {run.metrics_path}"
     names = {p.name for p in run.plots}
-    assert {"learning_curves.png", "auc_vs_best.png", "reliability_like.png"} <= names
+    assert {"learning_curves.png", "auc_vs_best.png", "reliability.png"} <= names
     assert [p["step"] for p in run.curves["train"]] == [2, 4, 6]
     rescored = api.evaluate(run, "test")
     assert rescored["like"]["auc"] == pytest.approx(run.metrics["test"]["like"]["auc"], abs=1e-6)

@@ -6,7 +6,7 @@ nothing here changes a notebook's or a server's backend. Every function takes pl
 writes all that apply to a run:
 
 * ``learning_curves.png`` - train loss and the validation metrics by step (either task);
-* ``reliability_<task>.png`` - a ranker's reliability diagram per task (test split);
+* ``reliability.png`` - a ranker's reliability diagram per task (a panel each; test split);
 * ``auc_vs_best.png`` - a ranker's (and its baselines') test AUC per task against the best
   achievable AUC of synthetic data (the generator's true probabilities);
 * ``recall_at_k.png`` - a two-tower's test Recall@K for the model, its baselines and its
@@ -77,17 +77,18 @@ def learning_curves_plot(curves: Mapping[str, Sequence[Mapping[str, Any]]], path
 _CURVE_METRICS = ("auc", "logloss", "recall@10", "ndcg@10")
 
 
-def reliability_plot(task: str, bins: Mapping[str, Sequence[float]], path: Path) -> Path:
-    """Observed positive rate against mean predicted probability per (quantile) bin; the
-    diagonal is a calibrated model."""
-    fig, (ax,) = _figure(1, width=4.4, height=4.0)
-    pred, rate = bins["mean_predicted"], bins["observed_rate"]
-    top = max([*pred, *rate, 0.01]) * 1.05
-    ax.plot([0, top], [0, top], linestyle="--", color="grey", label="calibrated")
-    ax.plot(pred, rate, marker="o", label=f"model ({int(sum(bins['count'])):,} examples)")
-    ax.set(title=f"reliability: {task}", xlabel="mean predicted", ylabel="observed rate")
-    ax.set(xlim=(0, top), ylim=(0, top))
-    ax.legend(fontsize="small")
+def reliability_plot(bins: Mapping[str, Mapping[str, Sequence[float]]], path: Path) -> Path:
+    """One reliability diagram per task (a panel each): observed positive rate against mean
+    predicted probability per (quantile) bin; the diagonal is a calibrated model."""
+    fig, axes = _figure(len(bins), width=3.4, height=3.4)
+    for ax, (task, b) in zip(axes, bins.items()):
+        pred, rate = b["mean_predicted"], b["observed_rate"]
+        top = max([*pred, *rate, 0.01]) * 1.05
+        ax.plot([0, top], [0, top], linestyle="--", color="grey", label="calibrated")
+        ax.plot(pred, rate, marker="o", label=f"model ({int(sum(b['count'])):,} ex.)")
+        ax.set(title=task, xlabel="mean predicted", xlim=(0, top), ylim=(0, top))
+        ax.legend(fontsize="x-small")
+    axes[0].set_ylabel("observed rate")
     return _save(fig, path)
 
 
@@ -163,9 +164,9 @@ def run_plots(
         if any(isinstance(v, Mapping) for v in indexes.values()):
             written.append(recall_vs_qps_plot(indexes, out_dir / "recall_vs_qps.png"))
         return written
-    for task, bins in (reliability or {}).items():
-        if bins["count"]:
-            written.append(reliability_plot(task, bins, out_dir / f"reliability_{task}.png"))
+    drawn = {task: bins for task, bins in (reliability or {}).items() if bins["count"]}
+    if drawn:
+        written.append(reliability_plot(drawn, out_dir / "reliability.png"))
     if metrics.get("data", {}).get("best_achievable_auc"):
         written.append(auc_vs_best_plot(metrics, out_dir / "auc_vs_best.png"))
     return written

@@ -234,7 +234,7 @@ def test_mlflow_and_manifest_record_the_run(tmp_path: Path) -> None:
     assert [m.step for m in history] == [5, 10]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "config.resolved.yaml", "curves.json"} <= artifacts
-    plots = {"learning_curves.png", "auc_vs_best.png", "reliability_like.png"}
+    plots = {"learning_curves.png", "auc_vs_best.png", "reliability.png"}
     assert plots <= artifacts and all((run_dir / p).is_file() for p in plots)
     models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert any(m.source_run_id == run.info.run_id for m in models)  # the logged model

@@ -44,7 +44,7 @@ def test_run_plots_write_every_picture_that_applies(tmp_path) -> None:
     }
     written = run_plots(tmp_path / "r", ranking, curves, {"like": {**bins, "count": [10.0, 10.0]}})
     names = sorted(p.name for p in written)
-    assert names == ["auc_vs_best.png", "learning_curves.png", "reliability_like.png"]
+    assert names == ["auc_vs_best.png", "learning_curves.png", "reliability.png"]
     assert all(p.read_bytes().startswith(PNG) for p in written)
     index = {**_recall(0.9), "recall@10_vs_exact": 0.95, "qps": 1e5}
     retrieval = {
