@@ -117,8 +117,12 @@ def markdown(report: dict[str, Any]) -> str:
         if "error" in entry:
             lines.append(f"not run: {entry['error']}")
             continue
-        lines += ["| figure | value |", "| --- | ---: |"]
-        lines += [f"| {k} | {v:,.4g} |" for k, v in figures(entry["result"])]
+        rows = figures(entry["result"])
+        ratios = [(k, v) for k, v in rows if "ratio" in k]
+        lines += ["| ratio (ours / baseline, same run) | value |", "| --- | ---: |"]
+        lines += [f"| {k} | {v:,.4g} |" for k, v in ratios] + [""]
+        lines += ["| figure (ours and baseline) | value |", "| --- | ---: |"]
+        lines += [f"| {k} | {v:,.4g} |" for k, v in rows if "ratio" not in k]
     return "\n".join(lines) + "\n"
 
 

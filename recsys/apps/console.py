@@ -3,7 +3,8 @@
 By default :func:`quiet_libraries` drops the known lines of the libraries we compose that say
 nothing to a user of ``recsys`` (MLflow's database creation and migration INFO lines, torch's
 ``is_fx_tracing`` deprecation warning, TorchRec's ``LOCAL_WORLD_SIZE`` / ``TopologyFactory``
-warnings on one process) and keeps every other warning. ``quiet_libraries(verbose=True)``
+warnings on one process, its planner's FutureWarning) and keeps every other warning.
+``quiet_libraries(verbose=True)``
 (``recsys -v ...``) lets everything through and turns the root logger up to INFO.
 
 The filter is attached to the loggers that emit these lines (a logger's own filters apply to
@@ -19,8 +20,9 @@ survives MLflow replacing its handlers at import and Hydra's ``dictConfig``.
 from __future__ import annotations
 
 import logging
+import warnings
 
-__all__ = ["NOISE", "LibraryNoise", "quiet_libraries"]
+__all__ = ["NOISE", "NOISY_WARNINGS", "LibraryNoise", "quiet_libraries"]
 
 #: (logger name, message prefix, highest level dropped) of the lines we drop by default.
 NOISE: tuple[tuple[str, str, int], ...] = (
@@ -31,7 +33,12 @@ NOISE: tuple[tuple[str, str, int], ...] = (
     ("torchrec.distributed.comm", "TORCHREC_RESOLVED_POD_SIZE not set", logging.WARNING),
     ("torchrec.distributed.planner.types", "TopologyFactory:", logging.WARNING),
     ("torchrec.distributed.planner.types", "HardwareConfig", logging.WARNING),
+    ("torchrec.distributed.planner.types", "The topology was constructed", logging.WARNING),
+    ("torchrec.distributed.planner.storage_reservations", "There is a known", logging.WARNING),
 )
+#: Python warnings of these modules (regex) and categories, dropped likewise: TorchRec's
+#: deprecation notices about its own planner options.
+NOISY_WARNINGS: tuple[tuple[str, type[Warning]], ...] = (("torchrec", FutureWarning),)
 
 
 class LibraryNoise(logging.Filter):
@@ -61,5 +68,8 @@ def quiet_libraries(verbose: bool = False) -> None:
             mine[0].verbose = verbose
         else:
             logger.addFilter(LibraryNoise(verbose))
+    for module, category in NOISY_WARNINGS:
+        action = "default" if verbose else "ignore"
+        warnings.filterwarnings(action, category=category, module=module)
     if verbose:
         logging.getLogger().setLevel(logging.INFO)
