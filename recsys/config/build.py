@@ -67,9 +67,15 @@ def resolve_data_path(path: str | None, data_root: str | Path) -> Path | None:
     candidate = Path(data_root).expanduser() / p
     if candidate.exists():
         return candidate.resolve()
+    hint = ""
+    if p.name.startswith("ml-"):
+        hint = (
+            f"; MovieLens is not bundled: unzip {p.name}.zip from "
+            "https://grouplens.org/datasets/movielens/ there"
+        )
     raise ConfigError(
         f"data.path '{path}' not found: looked at {p.resolve()} and {candidate.resolve()} "
-        "(set data.path to a file or folder, or the data root with RECSYS_DATA_ROOT)"
+        f"(set data.path to a file or folder, or the data root with RECSYS_DATA_ROOT){hint}"
     )
 
 
