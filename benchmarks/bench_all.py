@@ -1,10 +1,11 @@
 """Every benchmark at a size that fits a few minutes on 2 cores, in one report.
 
 Run: ``recsys bench all [--out-dir benchmarks/results] [--only train,retrieval]``. Writes
-``<out-dir>/<machine>-<date>.json`` (each benchmark's own figures) and ``.md`` (the machine
+``<out-dir>/<machine>-<date>.json`` (each benchmark's own figures), ``.md`` (the machine
 line, then one table per benchmark: each measured figure of ours, of the baseline measured in
-the same run, and their ratio). A benchmark that cannot run here (no PostgreSQL / Redis for the
-backend) is reported with its error; the others still run.
+the same run, and their ratio) and the latency histograms of the inference and backend
+benchmarks (``<machine>-<date>-<benchmark>-latency.png``). A benchmark that cannot run here
+(no PostgreSQL / Redis for the backend) is reported with its error; the others still run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
+#: The benchmarks that draw a latency histogram (``--plot FILE``).
+PLOTS = ("inference", "backend")
 #: (script, arguments of a small run) per benchmark.
 SMALL: dict[str, tuple[str, list[str]]] = {
     "train": (
@@ -113,7 +116,8 @@ def markdown(report: dict[str, Any]) -> str:
         "benchmark's docstring for which way is better).",
     ]
     for name, entry in report["benchmarks"].items():
-        lines += ["", f"## {name} ({entry['seconds']:.0f} s: `{' '.join(entry['args'])}`)", ""]
+        shown = " ".join(a for a in entry["args"] if not a.endswith(".png"))
+        lines += ["", f"## {name} ({entry['seconds']:.0f} s: `{shown}`)", ""]
         if "error" in entry:
             lines.append(f"not run: {entry['error']}")
             continue
@@ -123,6 +127,9 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"| {k} | {v:,.4g} |" for k, v in ratios] + [""]
         lines += ["| figure (ours and baseline) | value |", "| --- | ---: |"]
         lines += [f"| {k} | {v:,.4g} |" for k, v in rows if "ratio" not in k]
+        plot = next((Path(a) for a in entry["args"] if a.endswith(".png")), None)
+        if plot is not None and plot.is_file():
+            lines += ["", f"![{name} latency]({plot.name})"]
     return "\n".join(lines) + "\n"
 
 
@@ -140,8 +147,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine_info(),
         "benchmarks": {},
     }
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    host = re.sub(r"[^A-Za-z0-9_.-]+", "-", platform.node() or "machine")
+    stem = args.out_dir / f"{host}-{report['date']}"
     for i, name in enumerate(chosen, 1):
         script, small = SMALL[name]
+        if name in PLOTS:
+            small = [*small, "--plot", str(stem.with_name(f"{stem.name}-{name}-latency.png"))]
         print(f"[{i}/{len(chosen)}] {name}: {script} {' '.join(small)}", flush=True)
         t0 = time.perf_counter()
         entry: dict[str, Any] = {"script": script, "args": small}
@@ -152,9 +164,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"{name}: not run ({entry['error']})", file=sys.stderr, flush=True)
         entry["seconds"] = time.perf_counter() - t0
         report["benchmarks"][name] = entry
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    host = re.sub(r"[^A-Za-z0-9_.-]+", "-", platform.node() or "machine")
-    stem = args.out_dir / f"{host}-{report['date']}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str))
     stem.with_suffix(".md").write_text(markdown(report))
     ran = [n for n, e in report["benchmarks"].items() if "error" not in e]

@@ -237,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    p.add_argument("--plot", type=Path, default=None, help="a latency histogram PNG here")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     info = machine(args.threads)
@@ -298,6 +299,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             server.close()
         paths = {name: summary(t, n) for name, t in times.items()}
+        if args.plot:
+            from recsys.train.plots import latency_histogram_plot
+
+            ms = {name: np.asarray(t) * 1e3 for name, t in times.items()}
+            title = f"ranking {n} candidates: latency per call"
+            print(f"latency histogram: {latency_histogram_plot(ms, args.plot, title)}")
         print(f"{'path':<9} {'p50 ms':>8} {'p99 ms':>8} {'cand/s':>11}")
         for name, s in paths.items():
             print(

@@ -12,6 +12,8 @@ writes all that apply to a run:
 * ``recall_at_k.png`` - a two-tower's test Recall@K for the model, its baselines and its
   indexes;
 * ``recall_vs_qps.png`` - each ANN index's recall@10 against its queries per second.
+
+The benchmarks draw their latency histograms with :func:`latency_histogram_plot`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 __all__ = [
     "auc_vs_best_plot",
+    "latency_histogram_plot",
     "learning_curves_plot",
     "recall_at_k_plot",
     "recall_vs_qps_plot",
@@ -145,6 +148,32 @@ def recall_vs_qps_plot(indexes: Mapping[str, Any], path: Path) -> Path:
             ax.annotate(name, (result["qps"], result["recall@10_vs_exact"]), fontsize="small")
     ax.set(title="ANN: recall vs speed", xlabel="queries per second", xscale="log")
     ax.set(ylabel="recall@10 vs exact search")
+    return _save(fig, path)
+
+
+def latency_histogram_plot(
+    samples_ms: Mapping[str, Sequence[float]], path: Path, title: str = "latency"
+) -> Path:
+    """One histogram per path of its call latencies (ms, log-spaced bins shared by all), with
+    each path's p50 and p99 in its label (the benchmarks' figures)."""
+    import numpy as np
+
+    fig, (ax,) = _figure(1, width=6.0)
+    every = np.concatenate([np.asarray(v, dtype=float) for v in samples_ms.values()])
+    low, high = max(float(every.min()), 1e-4), float(every.max())
+    edges = np.geomspace(low, high * 1.0001 if high > low else low * 2, 40)
+    for name, values in samples_ms.items():
+        v = np.asarray(values, dtype=float)
+        p50, p99 = np.percentile(v, [50, 99])
+        ax.hist(
+            v,
+            bins=edges,
+            histtype="step",
+            linewidth=1.5,
+            label=f"{name}: p50 {p50:.3g} ms, p99 {p99:.3g} ms",
+        )
+    ax.set(title=title, xlabel="ms per call", ylabel="calls", xscale="log")
+    ax.legend(fontsize="small")
     return _save(fig, path)
 
 

@@ -59,3 +59,12 @@ def test_run_plots_write_every_picture_that_applies(tmp_path) -> None:
         "recall_at_k.png",
         "recall_vs_qps.png",
     ]
+
+
+def test_latency_histogram_of_the_benchmarks(tmp_path) -> None:
+    from recsys.train.plots import latency_histogram_plot
+
+    rng = np.random.default_rng(1)
+    samples = {"ours": rng.lognormal(0, 0.3, 200), "raw": rng.lognormal(-1, 0.3, 200)}
+    path = latency_histogram_plot(samples, tmp_path / "lat.png", "demo")
+    assert path.read_bytes().startswith(PNG)
