@@ -85,15 +85,20 @@ def test_a_misspelled_override_lists_the_known_keys(
         assert "+trainer" not in err[0]  # no advice that leads to a second error
 
 
+def ctr_table_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, *extra: str):
+    """``recsys train data=ctr_table`` on a CSV of ``text`` that must fail: (file, stderr)."""
+    table = tmp_path / "log.csv"
+    table.write_text(text)
+    args = ["train", "data=ctr_table", f"data.path={table}", "model=dcn", *extra]
+    with pytest.raises(SystemExit):
+        run_recsys([*args, f"hydra.run.dir={tmp_path / 'r'}"])
+    return table, capsys.readouterr().err
+
+
 def test_a_misspelled_key_of_a_data_config_is_an_unknown_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    table = tmp_path / "log.csv"
-    table.write_text("ad,click\nx,1\ny,0\n")
-    args = ["train", "data=ctr_table", f"data.path={table}", "+data.source.sparce=[ad]"]
-    with pytest.raises(SystemExit):
-        run_recsys([*args, f"hydra.run.dir={tmp_path / 'r'}"])
-    err = capsys.readouterr().err
+    _, err = ctr_table_error(tmp_path, capsys, "ad,click\nx,1\ny,0\n", "+data.source.sparce=[ad]")
     assert "unknown config key 'data.source.sparce'" in err and "sparse" in err
     assert "unexpected keyword" not in err
 
@@ -101,10 +106,5 @@ def test_a_misspelled_key_of_a_data_config_is_an_unknown_key(
 def test_a_header_only_table_names_the_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    table = tmp_path / "empty.csv"
-    table.write_text("ad,click\n")
-    args = ["train", "data=ctr_table", f"data.path={table}", "data.source.sparse=[ad]"]
-    with pytest.raises(SystemExit):
-        run_recsys([*args, "model=dcn", f"hydra.run.dir={tmp_path / 'r'}"])
-    err = capsys.readouterr().err
+    table, err = ctr_table_error(tmp_path, capsys, "ad,click\n", "data.source.sparse=[ad]")
     assert "produced no rows" in err and str(table) in err
