@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from recsys.apps.console import quiet_libraries
+
 __all__ = ["STATE", "command", "composition_message", "fail"]
 
 
@@ -44,11 +46,13 @@ def composition_message(exc: BaseException) -> str:
 
 
 def command(task: Callable[[Any], None]) -> Callable[[Any], None]:
-    """Decorates a Hydra task function: an exception becomes :func:`fail`'s one line (named
+    """Decorates a Hydra task function: with ``-v`` the libraries' log lines show (root at
+    INFO after Hydra's logging set-up); an exception becomes :func:`fail`'s one line (named
     after ``STATE.prog``) unless ``-v``."""
 
     @functools.wraps(task)
     def run(cfg: Any) -> None:
+        quiet_libraries(STATE.verbose)  # again: Hydra has just configured logging
         try:
             task(cfg)
         except Exception as exc:
