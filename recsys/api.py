@@ -23,7 +23,8 @@ Re-score it, export it for serving, reopen it later::
 
 A two-tower run (``experiment=two_tower_movielens_tiny``) works the same way; its
 ``metrics["indexes"]`` hold each ANN index's recall and queries per second, and
-``api.build_indexes(run, ["flat", "hnsw"])`` saves indexes under ``run_dir/indexes``.
+``api.build_indexes(run, ["flat", "hnsw"])`` saves indexes under ``run_dir/indexes``;
+``api.two_tower(run).item_vectors()`` gives the item vectors for indexes of one's own.
 ``api.explore(ranker_run, retrieval_run)`` runs the Explore funnel of the synthetic app.
 
 Library log lines stay quiet (:func:`recsys.apps.console.quiet_libraries`; pass
@@ -54,6 +55,7 @@ __all__ = [
     "export",
     "load_run",
     "train",
+    "two_tower",
 ]
 
 
@@ -163,6 +165,18 @@ def build_indexes(
     quiet_libraries()
     args = [f"index.run_dir={_run_dir_of(run)}", f"index.kind=[{','.join(kinds)}]", *overrides]
     return index_build(compose_config("index", args))[0]
+
+
+def two_tower(run: Run | str | Path) -> Any:
+    """A finished two-tower run reopened with its data (the same model and split as the run):
+    ``.item_vectors()`` -> ``(item ids N, vectors N x D)``, ``.test_user_vectors()`` ->
+    ``(users Q, vectors Q x D)``, ``.evaluate("test")`` -> Recall/NDCG@K, MRR."""
+    from recsys.config.commands import index_request
+    from recsys.train.retrieval_run import reopen_two_tower
+
+    quiet_libraries()
+    req = index_request(compose_config("index", [f"index.run_dir={_run_dir_of(run)}"]))
+    return reopen_two_tower(req.experiment, req.run_dir / "model.pt", req.seed)
 
 
 def explore(
