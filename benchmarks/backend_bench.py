@@ -34,6 +34,7 @@ import platform
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--postgres-url", default=PG)
     parser.add_argument("--redis-url", default=REDIS)
     parser.add_argument("--json", default=None, help="also write the results to this file")
+    parser.add_argument("--plot", default=None, help="a latency histogram PNG of feed reads")
     args = parser.parse_args(argv)
 
     client = make_redis(args.redis_url)
@@ -217,6 +219,12 @@ def main(argv: list[str] | None = None) -> dict:
             client.delete(*keys[start : start + 5_000])
         _drop_database(args.postgres_url, db_name)
 
+    if args.plot:
+        from recsys.train.plots import latency_histogram_plot
+
+        samples = {"feed": feed_ms, "raw ZREVRANGE": raw_ms}
+        path = latency_histogram_plot(samples, Path(args.plot), "feed page read: latency")
+        print(f"latency histogram: {path}")
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
         "followers": len(fans),
@@ -245,6 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
+        print(f"figures: {args.json}")
     return report
 
 

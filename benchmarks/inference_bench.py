@@ -255,6 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="comma-separated user-level raw features, sent once per request (shared)",
     )
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
+    p.add_argument("--plot", type=Path, default=None, help="a latency histogram PNG here")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
     info = machine(args.threads)
@@ -324,6 +325,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         finally:
             server.close()
         paths = {name: summary(t, n) for name, t in times.items()}
+        if args.plot:
+            from recsys.train.plots import latency_histogram_plot
+
+            ms = {name: np.asarray(t) * 1e3 for name, t in times.items()}
+            title = f"ranking {n} candidates: latency per call"
+            print(f"latency histogram: {latency_histogram_plot(ms, args.plot, title)}")
         print(f"{'path':<9} {'p50 ms':>8} {'p99 ms':>8} {'cand/s':>11}")
         for name, s in paths.items():
             print(
@@ -383,6 +390,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
+        print(f"figures: {args.out}")
     return result
 
 

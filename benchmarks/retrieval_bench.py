@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
+        print(f"figures: {args.out}")
     return result
 
 

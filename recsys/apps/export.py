@@ -68,7 +68,11 @@ def export_run(cfg: Any) -> tuple[dict[str, Any], list[str]]:
             f"parity: max |onnxruntime - torch| {parity.worst:.2e} on probabilities over "
             f"{parity.rows} {parity.split} rows (tolerance {parity.tolerance:g}): {per_task}"
         )
-    summary: dict[str, Any] = {"manifest": manifest.to_dict(), "mlflow": None}
+    summary: dict[str, Any] = {
+        "out_dir": req.out_dir,
+        "manifest": manifest.to_dict(),
+        "mlflow": None,
+    }
     metrics = json.loads((req.run_dir / "metrics.json").read_text())
     if req.register and metrics.get("run_id") and metrics.get("tracking_uri"):
         files = {name: req.out_dir / m.file for name, m in manifest.models.items()}

@@ -23,13 +23,18 @@ def task_metrics_text(metrics: Mapping[str, Any]) -> str:
     return "  ".join(f"{k} {metrics[k]:.4f}" for k in METRICS if k in metrics)
 
 
-def closing_lines(train: Mapping[str, Any], metrics_path: Path) -> list[str]:
-    """The last lines every run prints: training speed and time, then the metrics file."""
-    return [
+def closing_lines(
+    train: Mapping[str, Any], metrics_path: Path, data: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The last lines every run prints: the bad rows skipped (``on_bad_rows=skip``), training
+    speed and time, then the metrics file."""
+    skipped = (data or {}).get("bad_rows_skipped", 0)
+    note = [f"data: skipped {skipped:,} bad rows (on_bad_rows=skip)"] if skipped else []
+    speed = (
         f"train {train['examples_per_sec']:,.0f} examples/s, {train['wall_seconds']:.1f} s, "
-        f"{train['steps']} steps",
-        f"metrics: {metrics_path}",
-    ]
+        f"{train['steps']} steps"
+    )
+    return [*note, speed, f"metrics: {metrics_path}"]
 
 
 def ranking_lines(metrics: Mapping[str, Any], metrics_path: Path) -> list[str]:
@@ -52,7 +57,7 @@ def ranking_lines(metrics: Mapping[str, Any], metrics_path: Path) -> list[str]:
         bt = result["test"]
         text = task_metrics_text(bt) if "auc" in bt else f"mean auc {bt['mean_auc']:.4f}"
         lines.append(f"baseline {name}: test  {text}")
-    return lines + closing_lines(metrics["train"], metrics_path)
+    return lines + closing_lines(metrics["train"], metrics_path, metrics.get("data"))
 
 
 def retrieval_text(m: Mapping[str, Any]) -> str:

@@ -5,19 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from recsys.apps.summaries import run_lines
 from recsys.config.build import dataset_factory
 from recsys.config.plan import plan_from_config
 from recsys.config.schema import validate
-from recsys.train.run import run_experiment
+from recsys.train.run import run_experiment_with_model
 
-__all__ = ["prepare", "train"]
+__all__ = ["prepare", "train", "train_with_model"]
 
 
 def train(cfg: Any, run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     """Trains and tests the run of ``cfg`` into ``run_dir``: ``(metrics, printed lines)``."""
-    metrics = run_experiment(plan_from_config(validate(cfg), run_dir))
-    return metrics, run_lines(metrics, run_dir / "metrics.json")
+    metrics, _, lines = train_with_model(cfg, run_dir)
+    return metrics, lines
+
+
+def train_with_model(cfg: Any, run_dir: Path) -> tuple[dict[str, Any], nn.Module, list[str]]:
+    """:func:`train`, also returning the trained model: ``(metrics, model, printed lines)``."""
+    metrics, model = run_experiment_with_model(plan_from_config(validate(cfg), run_dir))
+    return metrics, model, run_lines(metrics, run_dir / "metrics.json")
 
 
 def prepare(cfg: Any) -> list[str]:

@@ -10,6 +10,9 @@ function and print its summary.
     recsys explore explore.ranker_run=DIR explore.retrieval_run=DIR [explore.user=ID]
     recsys export export.run_dir=outputs/runs/...
     recsys bench train [--steps N ...]
+
+``-v`` / ``--verbose`` anywhere brings back the libraries' log lines and the traceback of an
+error (by default an error is one line on stderr, exit status 1).
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
+
+from recsys.apps.console import quiet_libraries
+from recsys.cli import errors
+from recsys.config.compose import config_dir, repo_root
 
 USAGE = """usage: recsys COMMAND [hydra overrides ...]
 
@@ -37,36 +43,32 @@ commands:
   bench inference  ranking latency: eager vs bare ONNX Runtime vs ours vs HTTP
   bench features   feature store: online fetch (Feast SQLite/Redis, fast path) vs direct Redis,
                    historical retrieval (Feast) vs a Polars join_asof
+  bench all      every benchmark at a small size, one report in benchmarks/results/
 {plugins}
 Hydra options work after the command: --multirun, --cfg job, hydra.run.dir=DIR, --help.
+-v / --verbose: library log lines and the full traceback of an error.
 Configs live in {configs}.
 """
 
 
-def repo_root() -> Path:
-    """The source checkout the package was installed from (editable install)."""
-    return Path(__file__).resolve().parents[2]
-
-
-def config_dir() -> Path:
-    path = repo_root() / "configs"
-    if not path.is_dir():
-        raise SystemExit(
-            f"recsys: config folder not found at {path}; install from a source checkout "
-            "with scripts/install.sh (an editable install keeps configs/ beside the package)"
-        )
-    return path
-
-
 def _hydra_app(config_name: str, task: Callable, argv: Sequence[str], prog: str) -> None:
+    """Runs ``task`` as a Hydra app. Hydra raises its own errors (composition, overrides) to us
+    (``HYDRA_FULL_ERROR=1``), and :func:`recsys.cli.tasks.command` turns the task's errors into
+    one line; either way the user sees one line, the traceback only with ``-v``."""
     import hydra
 
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    errors.STATE.prog = prog
     sys.argv = [prog, *argv]
     app = hydra.main(config_path=str(config_dir()), config_name=config_name, version_base="1.3")(
         task
     )
-    app()
+    try:
+        app()
+    except Exception as exc:  # composition errors: Hydra's, before the task starts
+        if errors.STATE.verbose:
+            raise
+        errors.fail(prog, errors.composition_message(exc))
 
 
 def _bench(argv: Sequence[str]) -> None:
@@ -81,6 +83,7 @@ def _bench(argv: Sequence[str]) -> None:
         "backend": "backend_bench.py",
         "inference": "inference_bench.py",
         "features": "features_bench.py",
+        "all": "bench_all.py",
     }
     if name not in scripts:
         raise SystemExit(f"recsys bench: unknown benchmark {name!r}; known: {sorted(scripts)}")
@@ -115,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     # to any other busy thread (the loader's prefetch thread) run FBGEMM kernels 30-50x slower.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = list(sys.argv[1:] if argv is None else argv)
+    errors.STATE.verbose = any(a in ("-v", "--verbose") for a in args)
+    args = [a for a in args if a not in ("-v", "--verbose")]
+    quiet_libraries(errors.STATE.verbose)
     if not args or args[0] in ("-h", "--help", "help"):
         print(_usage())
         return

@@ -67,9 +67,15 @@ def resolve_data_path(path: str | None, data_root: str | Path) -> Path | None:
     candidate = Path(data_root).expanduser() / p
     if candidate.exists():
         return candidate.resolve()
+    hint = ""
+    if p.name.startswith("ml-"):
+        hint = (
+            f"; MovieLens is not bundled: unzip {p.name}.zip from "
+            "https://grouplens.org/datasets/movielens/ there"
+        )
     raise ConfigError(
         f"data.path '{path}' not found: looked at {p.resolve()} and {candidate.resolve()} "
-        "(set data.path to a file or folder, or the data root with RECSYS_DATA_ROOT)"
+        f"(set data.path to a file or folder, or the data root with RECSYS_DATA_ROOT){hint}"
     )
 
 
@@ -103,6 +109,16 @@ def build_source(cfg: DictConfig) -> tuple[RawSource, Path | None]:
     return instantiate_node(data.source, "data.source", **kwargs), path
 
 
+def _split_values(data_cfg: dict[str, Any]) -> dict[str, Any]:
+    """``data.split`` with ``kind: auto`` resolved: temporal when the source names a
+    timestamp column, random otherwise."""
+    values = dict(_container(data_cfg.get("split")) or {})
+    if values.get("kind") == "auto":
+        timestamp = (data_cfg.get("source") or {}).get("timestamp")
+        values["kind"] = "temporal" if timestamp else "random"
+    return values
+
+
 def dataset_factory(cfg: DictConfig) -> tuple[Callable[[], PreparedDataset], Path]:
     """A function that prepares (or reuses) the data set, and the folder it lands in."""
     data_cfg = _container(cfg.data)
@@ -113,7 +129,7 @@ def dataset_factory(cfg: DictConfig) -> tuple[Callable[[], PreparedDataset], Pat
     )
     out_dir = (cache / f"{cfg.data.name}-{fingerprint[:12]}").resolve()
     preprocess = build_dataclass(PreprocessConfig, data_cfg.get("preprocess"), "data.preprocess")
-    split = build_dataclass(SplitConfig, data_cfg.get("split"), "data.split")
+    split = build_dataclass(SplitConfig, _split_values(data_cfg), "data.split")
 
     def make() -> PreparedDataset:
         source, _ = build_source(cfg)

@@ -3,6 +3,7 @@ and reports mistakes with the config path of the node."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,9 +40,30 @@ def instantiate_node(node: Mapping[str, Any] | DictConfig, key: str, /, **kwargs
     except InstantiationException as e:
         cause = e.__cause__ or e
         raise ConfigError(f"cannot build '{key}' ({target}): {cause}") from None
+    _check_keys(getattr(factory, "func", None), node, key, target)
     if node.get("_partial_"):
         return factory
     try:
         return factory(**kwargs)
     except TypeError as e:
         raise ConfigError(f"cannot build '{key}' ({target}): {e}") from None
+
+
+def _check_keys(func: Any, node: Mapping[str, Any], key: str, target: str) -> None:
+    """A key of ``node`` that ``func`` does not take is an unknown config key, named with the
+    keys that exist (rather than Python's ``unexpected keyword argument``)."""
+    if func is None:
+        return
+    try:
+        params = inspect.signature(func).parameters
+    except (TypeError, ValueError):  # builtins without a signature: the call will tell
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    unknown = [k for k in node if not str(k).startswith("_") and k not in params]
+    if unknown:
+        raise ConfigError(
+            f"unknown config key '{key}.{unknown[0]}' ({target}); known keys there: "
+            f"{', '.join(known)}"
+        )

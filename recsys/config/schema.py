@@ -111,6 +111,14 @@ class RunConfig:
     retrieval: RetrievalConfig | None = None
 
 
+def known_keys_text(error: Exception) -> str:
+    """``"; known keys there: a, b"`` from an OmegaConf key error (``""`` when unknown)."""
+    parent = getattr(error, "parent_node", None)
+    if parent is None or not hasattr(parent, "keys"):
+        return " (check its spelling)"
+    return f"; known keys there: {', '.join(sorted(str(k) for k in parent))}"
+
+
 def validate(cfg: DictConfig | dict, schema: type = RunConfig) -> DictConfig:
     """Merges ``cfg`` onto ``schema``; unknown keys and wrong types raise :class:`ConfigError`."""
     base = OmegaConf.structured(schema)
@@ -119,7 +127,7 @@ def validate(cfg: DictConfig | dict, schema: type = RunConfig) -> DictConfig:
         OmegaConf.to_container(merged, resolve=True, throw_on_missing=False)
     except (ConfigKeyError, ConfigAttributeError) as e:
         key = getattr(e, "full_key", None) or str(e)
-        raise ConfigError(f"unknown config key '{key}' (check its spelling)") from None
+        raise ConfigError(f"unknown config key '{key}'{known_keys_text(e)}") from None
     except ValidationError as e:
         key = getattr(e, "full_key", None)
         raise ConfigError(f"bad value for config key '{key}': {e.msg}") from None

@@ -36,6 +36,7 @@ from typing import Any
 
 import polars as pl
 
+from recsys.data.progress import Progress
 from recsys.data.loader import ParquetBatchLoader
 from recsys.data.preprocess import FittedPreprocessor, PreprocessConfig
 from recsys.data.source import ROW_COLUMN, RawSource
@@ -336,9 +337,11 @@ def _write_raw(
         files.append(path)
         buffer, buffered = [], 0
 
+    progress = Progress(None, f"prepare {source.name}", unit="rows")
     for chunk in source.iter_chunks():
         if chunk.height == 0:
             continue
+        progress.update(chunk.height)
         frame = _canonical(chunk, source.schema, source.name)
         rows = frame[ROW_COLUMN]
         first = int(rows[0])
@@ -361,6 +364,11 @@ def _write_raw(
             if buffered >= rows_per_part:
                 flush()
     flush()
+    progress.close()
     if not files:
-        raise DataError(f"source {source.name!r} produced no rows")
+        paths = getattr(source, "paths", None)
+        where = f" (read {', '.join(str(p) for p in paths)})" if paths else ""
+        skipped = source.report.rows_skipped if hasattr(source, "report") else 0
+        why = f"; {skipped} bad rows skipped" if skipped else "; a header-only or empty file?"
+        raise DataError(f"source {source.name!r} produced no rows{where}{why}")
     return files

@@ -26,6 +26,7 @@ __all__ = [
     "calibration",
     "logloss",
     "normalized_entropy",
+    "reliability_bins",
 ]
 
 METRIC_NAMES = ("auc", "logloss", "ne", "calibration", "count", "positive_rate")
@@ -160,6 +161,31 @@ def calibration(labels: Any, probs: Any) -> float:
     if mean_label == 0.0:
         raise ValueError("calibration is undefined when there are no positive labels")
     return float(p.mean()) / mean_label
+
+
+def reliability_bins(labels: Any, probs: Any, n_bins: int = 10) -> dict[str, list[float]]:
+    """The reliability (calibration) diagram's points: the examples sorted by predicted
+    probability and cut into ``n_bins`` groups of equal size (quantile bins: they resolve the
+    low probabilities of click data, where equal-width bins would put everything in one); for
+    each non-empty group its ``mean_predicted``, ``observed_rate`` (mean label), ``count`` and
+    ``bin_lower`` (its lowest prediction). A calibrated model has ``observed_rate ==
+    mean_predicted`` in every bin.
+
+    >>> reliability_bins([0, 1, 1, 0], [0.1, 0.9, 0.8, 0.2], n_bins=2)["observed_rate"]
+    [0.0, 1.0]
+    """
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
+    y, p = _pair(labels, probs, "probs")
+    check_probs(p)
+    order = np.argsort(p, kind="stable")
+    groups = [g for g in np.array_split(order, n_bins) if len(g)]
+    return {
+        "bin_lower": [float(p[g[0]]) for g in groups],
+        "mean_predicted": [float(p[g].mean()) for g in groups],
+        "observed_rate": [float(y[g].mean()) for g in groups],
+        "count": [float(len(g)) for g in groups],
+    }
 
 
 def metrics_of_checked(y: np.ndarray, p: np.ndarray, eps: float = 1e-7) -> dict[str, float | int]:

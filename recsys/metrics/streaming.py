@@ -26,6 +26,7 @@ from recsys.metrics.binary import (
     check_labels,
     check_probs,
     metrics_of_checked,
+    reliability_bins,
 )
 
 __all__ = ["BinaryMetricAccumulator", "MultiTaskAccumulator"]
@@ -112,6 +113,10 @@ class BinaryMetricAccumulator:
         y = self._labels.view().astype(np.float64)
         return metrics_of_checked(y, self._probs.view(), self.eps)
 
+    def reliability(self, n_bins: int = 10) -> dict[str, list[float]]:
+        """:func:`~recsys.metrics.binary.reliability_bins` of everything seen."""
+        return reliability_bins(self._labels.view(), self._probs.view(), n_bins)
+
     def reset(self) -> None:
         """Forgets everything seen."""
         self._labels.clear()
@@ -190,6 +195,10 @@ class MultiTaskAccumulator:
         values = [float(m[metric]) for m in self.compute().values()]
         finite = [v for v in values if not math.isnan(v)]
         return sum(finite) / len(finite) if finite else math.nan
+
+    def reliability(self, n_bins: int = 10) -> dict[str, dict[str, list[float]]]:
+        """``{task: reliability bins}`` (:meth:`BinaryMetricAccumulator.reliability`)."""
+        return {t: self.tasks[t].reliability(n_bins) for t in self.task_names}
 
     def reset(self) -> None:
         """Forgets everything seen, for every task."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from recsys.data.progress import Progress
 from recsys.metrics.ranking import topk_from_scores
 from recsys.retrieval.index import IndexConfig, VectorIndex
 from recsys.retrieval.index_report import IndexReport, evaluate_index
@@ -48,8 +49,12 @@ def build_indexes(
     k = min(k, len(ids))
     exact = ids[topk_from_scores(queries @ vectors.T, k)]
     out = []
+    progress = Progress(len(configs), "index build", unit="indexes")
     for cfg in configs:
         index = VectorIndex.build(vectors, ids, cfg)
         report = evaluate_index(index, exact, queries, k=k)
         out.append(SavedIndex(report, index.save(Path(out_dir) / cfg.label)))
+        progress.set_postfix(**{cfg.label: f"{report.build_seconds:.2f} s"})
+        progress.update()
+    progress.close()
     return out

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from recsys.data.progress import Progress
 from recsys.data.retrieval_data import RetrievalData
 from recsys.metrics.ranking import ranking_metrics, topk_from_scores
 from recsys.retrieval.baselines import ImplicitMF, MostPopular
@@ -104,6 +105,7 @@ def evaluate_indexes(
     fetch = min(items.shape[0], k_max + int(np.diff(exclude.indptr).max(initial=0)))
     exact10 = topk_from_scores(queries @ items.T, min(10, items.shape[0]))
     out: dict[str, dict[str, Any]] = {}
+    progress = Progress(len(configs), "ANN indexes", unit="indexes")
     for cfg in configs:
         index = VectorIndex.build(items, np.arange(items.shape[0], dtype=np.int64), cfg)
         report = evaluate_index(index, exact10, queries, k=exact10.shape[1])
@@ -118,6 +120,8 @@ def evaluate_indexes(
             "faiss_threads": report.threads,
             "params": report.params,
         }
+        progress.update()
+    progress.close()
     return out
 
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import shutil
@@ -65,6 +66,11 @@ DEFAULT_BATCH_SIZE = 4096
 # Vectors used to train the fast-scan residual codebooks (FAISS would take up to 1024*16*M).
 RQ_ENCODER_TRAIN_POINTS = 65_536
 _IP = faiss.METRIC_INNER_PRODUCT
+# FAISS prints "please provide at least N training points" (to stderr, from C++) once per
+# codebook when k-means gets fewer than 39 points per centroid; we say it once per setting.
+_ADVISED_POINTS_PER_CENTROID = 39
+_advised: set[tuple[str, int, int]] = set()
+log = logging.getLogger(__name__)
 # The IndexConfig fields that shape each kind (reported in VectorIndex.params).
 _KIND_FIELDS = {
     "flat": (),
@@ -283,6 +289,28 @@ def _make_faiss_index(cfg: IndexConfig, d: int, nlist: int | None) -> tuple[fais
     return faiss.IndexRefine(base, stage), parts
 
 
+def _advise_codebook_training(cfg: IndexConfig, base: faiss.Index, train_n: int) -> None:
+    """Silences FAISS's k-means warning (one line per codebook, from C++) of an IVF index
+    trained on fewer than 39 points per centroid (its coarse lists, PQ/RQ codebooks) and logs
+    it once per (kind, points, centroids) instead."""
+    if cfg.kind not in IVF_KINDS:
+        return
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(base))
+    stages = [("coarse quantizer", ivf.cp, ivf.nlist)]
+    if cfg.kind == "ivf_pq":
+        stages.append(("PQ codebooks", ivf.pq.cp, 2**cfg.pq_bits))
+    elif cfg.kind == "ivf_rq":
+        stages.append(("RQ codebooks", ivf.rq.cp, 2**cfg.rq_bits))
+    for what, params, centroids in stages:
+        params.min_points_per_centroid = 1
+        advised = _ADVISED_POINTS_PER_CENTROID * centroids
+        key = (f"{cfg.kind} {what}", train_n, centroids)
+        if train_n < advised and key not in _advised:
+            _advised.add(key)
+            message = "%s %s trained on %d vectors for %d centroids (FAISS advises %d)"
+            log.warning(message + "; recall may drop", cfg.kind, what, train_n, centroids, advised)
+
+
 def _apply_search_params(index: faiss.Index, cfg: IndexConfig) -> None:
     """Set nprobe / efSearch / k_factor from ``cfg`` on a CPU index (built or loaded)."""
     base = index
@@ -292,7 +320,7 @@ def _apply_search_params(index: faiss.Index, cfg: IndexConfig) -> None:
     if cfg.kind in IVF_KINDS:
         # Clamped: FAISS 1.15's IVF fast scan returns wrong or missing results when nprobe is
         # far above nlist (e.g. 64 probes of 7 lists); the others clamp it themselves.
-        ivf = faiss.extract_index_ivf(base)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(base))
         ivf.nprobe = min(cfg.nprobe, ivf.nlist)
     elif cfg.kind == "hnsw":
         base.hnsw.efSearch = cfg.ef_search
@@ -359,6 +387,7 @@ class VectorIndex:
         t0 = time.perf_counter()
         nlist, train_n = _sizes(cfg, n)
         index, parts = _make_faiss_index(cfg, d, nlist)
+        _advise_codebook_training(cfg, index, train_n)
         if not index.is_trained:
             if train_n < n:
                 rng = np.random.default_rng(cfg.seed)

@@ -20,11 +20,14 @@ def evaluate(
     batches: Iterable[Batch],
     task_names: tuple[str, ...],
     device: torch.device | None = None,
+    reliability_bins: int = 0,
 ) -> dict:
     """Streams the model over ``batches`` and returns metrics.
 
     Single-task models give ``{"auc", "logloss", "ne", "calibration", "count", ...}``;
-    multi-task models give ``{task: {...}, ..., "mean_auc": float}``.
+    multi-task models give ``{task: {...}, ..., "mean_auc": float}``. With
+    ``reliability_bins > 0`` the result also has ``"reliability": {task: bins}``
+    (:func:`recsys.metrics.binary.reliability_bins`).
     """
     acc = MultiTaskAccumulator(list(task_names))
     was_training = model.training
@@ -40,7 +43,10 @@ def evaluate(
         model.train(was_training)
     if seen == 0:
         raise ValueError("evaluation got no batches: the split is empty")
-    return format_task_metrics(acc.compute(), task_names)
+    out = format_task_metrics(acc.compute(), task_names)
+    if reliability_bins > 0:
+        out["reliability"] = acc.reliability(reliability_bins)
+    return out
 
 
 def format_task_metrics(

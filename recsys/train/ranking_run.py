@@ -4,7 +4,8 @@
 ``task: ranking``. It prepares (or reuses) the data set, trains the model with
 :class:`~recsys.train.trainer.Trainer` on a :class:`~recsys.train.tasks.ranking.RankingTask`,
 tests it, trains and tests each baseline the same way, and returns ``metrics.json``'s content:
-``{"test", "valid", "train", "data", "baselines"}`` (per task for multi-task models), plus
+``{"test", "valid", "train", "data", "baselines", "reliability"}`` (per task for multi-task
+models; ``reliability``: the test split's reliability-diagram bins per task), plus
 ``feature_spec.json``. On synthetic data ``data.best_achievable_auc`` is the AUC of the
 generator's true probabilities: the ceiling a model can reach.
 """
@@ -127,12 +128,14 @@ def train_and_test(
         "train", cfg.batch_size, shuffle=cfg.shuffle, seed=seed, prefetch=cfg.prefetch
     )
     result = trainer.fit(train)
-    test = task.evaluate(model, "test")
+    test, reliability = task.evaluate_with_reliability(model, "test")
     return model, {
         "test": test,
         "valid": result.best_valid,
         "train": result.summary(),
         "params": sum(p.numel() for p in model.parameters()),
+        "reliability": reliability,
+        "curves": result.curves,
     }
 
 
@@ -173,6 +176,7 @@ class RankingExperiment:
             "valid": main["valid"],
             "train": main["train"] | {"parameters": main["params"]},
             "data": data,
+            "reliability": main["reliability"],
         }
         baselines = {}
         for recipe in self.baselines:
@@ -188,4 +192,4 @@ class RankingExperiment:
         if baselines:
             metrics["baselines"] = baselines
         spec = json.dumps(dataset.spec.to_dict(), indent=2)
-        return Outcome(model, metrics, {"feature_spec.json": spec})
+        return Outcome(model, metrics, {"feature_spec.json": spec}, curves=main["curves"])

@@ -170,7 +170,7 @@ class RetrievalExperiment:
         )
         tracker.log_metrics(numeric_metrics(valid, "valid"))
         tracker.log_metrics(numeric_metrics(metrics["indexes"], "index"))
-        return Outcome(model, metrics)
+        return Outcome(model, metrics, curves=result.curves)
 
 
 def _int_ids(ids: Sequence[str], what: str) -> np.ndarray:

@@ -9,13 +9,17 @@ every run does around it:
 1. seeds Python, NumPy and torch, prepares the data (timed);
 2. starts the MLflow run (params = the flattened config) and writes ``config.resolved.yaml``;
 3. lets the experiment train and test (checkpoints under ``checkpoints/``);
-4. writes ``model.pt``, the experiment's own files and ``metrics.json``, logs the test metrics,
-   ``metrics.json`` and the model to MLflow, and closes the run (``FAILED`` on an exception).
+4. writes ``model.pt``, the experiment's own files, ``metrics.json``, ``curves.json`` (the
+   learning curves) and the run's plots (:mod:`recsys.train.plots`: learning curves,
+   reliability diagrams, AUC vs best achievable, Recall@K, recall vs QPS), logs the test
+   metrics, these files and the model to MLflow, and closes the run (``FAILED`` on an
+   exception). A plot that cannot be drawn is a warning, not a failed run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import time
 from collections.abc import Mapping
@@ -27,9 +31,19 @@ import numpy as np
 import torch
 from torch import nn
 
+from recsys.train.plots import run_plots
 from recsys.train.tracking import Tracker, TrackingConfig, numeric_metrics
 
-__all__ = ["Experiment", "Outcome", "RunPlan", "run_experiment", "seed_everything"]
+__all__ = [
+    "Experiment",
+    "Outcome",
+    "RunPlan",
+    "run_experiment",
+    "run_experiment_with_model",
+    "seed_everything",
+]
+
+log = logging.getLogger(__name__)
 
 
 def seed_everything(seed: int) -> None:
@@ -42,11 +56,13 @@ def seed_everything(seed: int) -> None:
 @dataclass
 class Outcome:
     """What an experiment hands back: the trained model, ``metrics.json``'s content (with at
-    least ``test``) and extra files to write into the run folder (name -> text)."""
+    least ``test``), extra files to write into the run folder (name -> text) and the learning
+    curves (:attr:`recsys.train.trainer.FitResult.curves`)."""
 
     model: nn.Module
     metrics: dict[str, Any]
     files: dict[str, str] = field(default_factory=dict)
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class Experiment(Protocol):
@@ -74,9 +90,22 @@ class RunPlan:
     resolved_config: str = ""
 
 
+def _plots(run_dir: Path, metrics: dict[str, Any], curves: dict[str, Any]) -> list[Path]:
+    try:
+        return run_plots(run_dir, metrics, curves, metrics.get("reliability"))
+    except Exception as exc:  # a picture is not worth a failed run
+        log.warning("plots not written: %s: %s", type(exc).__name__, exc)
+        return []
+
+
 def run_experiment(plan: RunPlan) -> dict[str, Any]:
     """Runs ``plan`` (see the module docstring); returns (and writes) ``metrics.json``'s content
     plus the MLflow ``run_id``."""
+    return run_experiment_with_model(plan)[0]
+
+
+def run_experiment_with_model(plan: RunPlan) -> tuple[dict[str, Any], nn.Module]:
+    """:func:`run_experiment`, also returning the trained model (the Python API's run)."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(plan.seed)
     t0 = time.perf_counter()
@@ -97,10 +126,13 @@ def run_experiment(plan: RunPlan) -> dict[str, Any]:
             (plan.run_dir / name).write_text(text)
         metrics_path = plan.run_dir / "metrics.json"
         metrics_path.write_text(json.dumps(metrics, indent=2, default=float))
+        curves_path = plan.run_dir / "curves.json"
+        curves_path.write_text(json.dumps(outcome.curves, indent=2, default=float))
         tracker.log_metrics(numeric_metrics(metrics["test"], "test"))
-        tracker.log_artifact(metrics_path)
+        for path in [metrics_path, curves_path, *_plots(plan.run_dir, metrics, outcome.curves)]:
+            tracker.log_artifact(path)
         tracker.log_model(outcome.model)
         status = "FINISHED"
-        return metrics
+        return metrics, outcome.model
     finally:
         tracker.end(status)

@@ -13,7 +13,6 @@ resume to exactly the same continuation.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 from torchrec.optim.fused import FusedOptimizerModule
-from tqdm.auto import tqdm
 
+from recsys.data.progress import Progress
 from recsys.modules.embedding import split_parameters
 from recsys.train.checkpoint import (
     LoopState,
@@ -131,6 +130,10 @@ class FitResult:
     wall_seconds: float
 
     task_stats: dict[str, Any] = field(default_factory=dict)
+    #: the learning curves: ``{"train": [{"step", "loss", "lr", "examples_per_sec"}, ...]}``
+    #: every ``log_every_steps`` (of this process: a resumed run starts where it resumed),
+    #: ``"valid": [{"step", "metric", "valid/<metric>"...}, ...]`` at every evaluation.
+    curves: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         losses = self.state.epoch_losses
@@ -247,6 +250,7 @@ class Trainer:
         task.to(self.device)
         self._epoch_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         self._epoch_batches = 0
+        self.train_curve: list[dict[str, Any]] = []
 
     # -- optimizers and schedule -------------------------------------------------------------
     def _all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -384,14 +388,15 @@ class Trainer:
         self.model.train()
         while not stop and self.state.epoch < cfg.max_epochs:
             train.set_epoch(self.state.epoch)
-            bar = tqdm(
-                total=steps_per_epoch,
+            bar = Progress(
+                steps_per_epoch,
+                f"epoch {self.state.epoch + 1}/{cfg.max_epochs}",
+                unit="batches",
+                rate_unit="examples",
+                enabled=cfg.progress,
                 initial=self.state.batch_in_epoch,
-                disable=not self._progress(),
-                desc=f"epoch {self.state.epoch + 1}/{cfg.max_epochs}",
-                unit="batch",
-                mininterval=1.0,
             )
+            self._show_valid(bar)
             t0 = time.perf_counter()
             window_examples, window_start = 0, t0
             for batch in train.iter_from(self.state.batch_in_epoch):
@@ -418,21 +423,16 @@ class Trainer:
                 self.state.batch_in_epoch += 1
                 self.state.examples += len(batch)
                 window_examples += len(batch)
-                bar.update(1)
+                bar.update(1, count=len(batch))
                 if self.state.step % cfg.log_every_steps == 0:
                     now = time.perf_counter()
                     rate = window_examples / max(now - window_start, 1e-9)
-                    bar.set_postfix(
-                        loss=f"{loss.item():.4f}", ex_per_s=f"{rate:,.0f}", refresh=False
-                    )
+                    point = {"loss": loss.item(), "lr": lr, "examples_per_sec": rate}
+                    self.train_curve.append({"step": self.state.step, **point})
+                    bar.set_postfix(loss=f"{point['loss']:.4f}")
                     if self.tracker:
                         self.tracker.log_metrics(
-                            {
-                                "train/loss": loss.item(),
-                                "train/lr": lr,
-                                "train/examples_per_sec": rate,
-                            },
-                            step=self.state.step,
+                            {f"train/{k}": v for k, v in point.items()}, step=self.state.step
                         )
                     window_examples, window_start = 0, now
                 if eval_every and valid and self.state.step % eval_every == 0:
@@ -440,6 +440,7 @@ class Trainer:
                     last_valid, last_eval_step = self._evaluate(), self.state.step
                     stop = self._after_eval(last_valid)
                     self._log_eval(last_valid)
+                    self._show_valid(bar)
                     t0 = time.perf_counter()
                     window_start = t0
                 if cfg.checkpoint.every_steps and self.state.step % cfg.checkpoint.every_steps == 0:
@@ -480,7 +481,8 @@ class Trainer:
             self.state.examples / self.state.train_seconds if self.state.train_seconds > 0 else 0.0
         )
         stats = self.task.stats(self.model)
-        return FitResult(self.state, best_valid, last_valid, rate, wall, stats)
+        curves = {"train": list(self.train_curve), "valid": list(self.state.history)}
+        return FitResult(self.state, best_valid, last_valid, rate, wall, stats, curves)
 
     def _close_epoch_loss(self) -> None:
         """Records the mean loss of the epoch's batches (an epoch split by a resume counts as
@@ -490,11 +492,11 @@ class Trainer:
         self._epoch_loss.zero_()
         self._epoch_batches = 0
 
+    def _show_valid(self, bar: Progress) -> None:
+        """The last validation metric, after the progress rate."""
+        if self.state.history:
+            bar.set_postfix(**{f"valid {self.metric}": f"{self.state.history[-1]['metric']:.4f}"})
+
     def _log_eval(self, metrics: dict[str, Any]) -> None:
         if self.tracker:
             self.tracker.log_metrics(numeric_metrics(metrics, "valid"), step=self.state.step)
-
-    def _progress(self) -> bool:
-        if self.config.progress is None:
-            return sys.stderr.isatty()
-        return self.config.progress

@@ -141,6 +141,8 @@ def test_bad_criteo_rows_error_or_skip(tmp_path: Path, capsys: pytest.CaptureFix
     assert str(bad) in err and "line 42" in err and "I5" in err
     GlobalHydra.instance().clear()
     main([*base, "data.source.on_bad_rows=skip", f"hydra.run.dir={tmp_path / 'lenient'}"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert "data: skipped 1 bad rows (on_bad_rows=skip)" in out[-4:]
     metrics = json.loads((tmp_path / "lenient" / "metrics.json").read_text())
     assert metrics["data"]["bad_rows_skipped"] == 1
     assert sum(metrics["data"]["rows"].values()) == 299
@@ -231,7 +233,9 @@ def test_mlflow_and_manifest_record_the_run(tmp_path: Path) -> None:
     history = client.get_metric_history(run.info.run_id, "train/loss")
     assert [m.step for m in history] == [5, 10]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"metrics.json", "config.resolved.yaml"} <= artifacts
+    assert {"metrics.json", "config.resolved.yaml", "curves.json"} <= artifacts
+    plots = {"learning_curves.png", "auc_vs_best.png", "reliability.png"}
+    assert plots <= artifacts and all((run_dir / p).is_file() for p in plots)
     models = client.search_logged_models(experiment_ids=[experiment.experiment_id])
     assert any(m.source_run_id == run.info.run_id for m in models)  # the logged model
 
@@ -266,8 +270,7 @@ def test_a_new_ctr_log_needs_only_config(tmp_path: Path) -> None:
         .replace("dense: []", "dense: [price]")
         .replace("sparse: []", "sparse: [shop, device]")
         .replace("multi: {}", 'multi: {tags: "|"}')
-        .replace("timestamp: null", "timestamp: ts")
-        .replace("kind: random", "kind: temporal")
+        .replace("timestamp: null", "timestamp: ts")  # a timestamp: the split is temporal
     )
     run_dir, _ = run_cli(
         [
@@ -283,5 +286,7 @@ def test_a_new_ctr_log_needs_only_config(tmp_path: Path) -> None:
     )
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["data"]["rows"] == {"train": 2400, "valid": 300, "test": 300}
+    manifest = json.loads((Path(metrics["data"]["path"]) / "manifest.json").read_text())
+    assert manifest["split"]["kind"] == "temporal", manifest["split"]
     assert metrics["data"]["num_dense"] == 1 and metrics["data"]["num_sparse"] == 3
     assert metrics["test"]["auc"] > 0.6

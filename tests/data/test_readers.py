@@ -381,7 +381,8 @@ def test_ctr_missing_column(tmp_path: Path) -> None:
 def test_ctr_tsv_without_header(tmp_path: Path) -> None:
     path = tmp_path / "part.tsv"
     path.write_text(
-        "1\t0.5\tu1\ta1\tp|q\t100\tn\n0\tbad\tu2\ta2\t\t200\tn\n0\t\tu3\ta3\t\t300\tn\n"
+        "1\t0.5\tu1\ta1\tp|q\t1600000100\tn\n0\tbad\tu2\ta2\t\t1600000200\tn\n"
+        "0\t\tu3\ta3\t\t1600000300\tn\n"
     )
     names = ["click", "price", "user", "ad", "tags", "ts", "note"]
     with pytest.raises(DataError) as info:
@@ -451,3 +452,19 @@ def test_registry() -> None:
     assert set(READERS) == {"criteo", "movielens", "ctr_table"}
     with pytest.raises(KeyError, match="known kinds"):
         reader_class("avazu")
+
+
+def test_ctr_timestamp_formats_and_implausible_values(tmp_path: Path) -> None:
+    path = tmp_path / "avazu.csv"
+    path.write_text("hour,click,site\n14102100,1,a\n14102123,0,b\n")
+    spec = {"labels": ["click"], "sparse": ["site"], "timestamp": "hour"}
+    avazu = _read_all(CtrTableReader(path, timestamp_format="%y%m%d%H", **spec))
+    assert avazu["hour"].to_list() == [1413849600, 1413849600 + 23 * 3600]  # 2014-10-21 UTC
+    with pytest.raises(DataError, match=r"line 2.*implausible timestamp.*%y%m%d%H"):
+        _read_all(CtrTableReader(path, **spec))  # YYMMDDHH read as unix seconds: 1970
+    millis = tmp_path / "ms.csv"
+    millis.write_text("ts,click,site\n1600000000123,1,a\n")
+    ms = _read_all(CtrTableReader(millis, timestamp_format="unix_ms", **{**spec, "timestamp": "ts"}))
+    assert ms["ts"].to_list() == [1600000000]
+    with pytest.raises(ValueError, match="timestamp_years"):
+        CtrTableReader(path, timestamp_years=(2100, 1995), **spec)

@@ -16,14 +16,18 @@ Conversions (a value that fails is a bad row, handled by ``on_bad_rows``): label
 Float32 in {0, 1} (missing is bad); dense to Float64 (empty = null, NaN = null, non-numeric
 is bad); sparse to Utf8 (empty = null); multi to List(Utf8) by splitting on the column's
 separator (empty or null = empty list, empty tokens dropped; Parquet list columns are cast);
-timestamp to Int64 unix seconds from integers or ISO-8601 strings (naive times are UTC;
-missing is bad); aux columns pass through unchanged.
+timestamp to Int64 unix seconds: by default from integers (unix seconds) or ISO-8601 strings
+(naive times are UTC); with ``timestamp_format`` from ``"unix_ms"`` integers or any strptime
+format (``"%y%m%d%H"``: Avazu's ``hour``, 14102100 = 2014-10-21 00:00 UTC); missing, unparsable
+or implausible (outside ``timestamp_years``, e.g. a YYMMDDHH value read as unix seconds, which
+lands in 1970) is bad; aux columns pass through unchanged.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import polars as pl
@@ -78,9 +82,17 @@ def _number(name: str, dtype: pl.DataType) -> pl.Expr:
     return pl.lit(None, dtype=pl.Float64)
 
 
-def _epoch_seconds(name: str, dtype: pl.DataType) -> pl.Expr:
-    """Int64 unix seconds from integers, integral floats, dates, datetimes or ISO strings."""
+def _epoch_seconds(name: str, dtype: pl.DataType, fmt: str | None = None) -> pl.Expr:
+    """Int64 unix seconds from integers, integral floats, dates, datetimes or ISO strings;
+    ``fmt``: ``"unix_ms"`` (integer milliseconds) or a strptime format of the text form."""
     col = pl.col(name)
+    if fmt == "unix_ms":
+        return _epoch_seconds(name, dtype) // 1000
+    if fmt is not None:
+        text = col.cast(pl.Utf8).str.strip_chars()
+        if "%H" in fmt and "%M" not in fmt:  # chrono parses an hour only with its minutes
+            text, fmt = text + "00", fmt + "%M"
+        return text.str.to_datetime(fmt, strict=False, time_unit="us").dt.epoch("s")
     if isinstance(dtype, pl.Datetime):
         return col.dt.epoch("s")
     if dtype == pl.Date:
@@ -139,6 +151,10 @@ class CtrTableReader:
         sparse: categorical columns, Utf8 (null = missing).
         multi: multi-valued columns mapped to their value separator, List(Utf8).
         timestamp: the event-time column (Int64 unix seconds), or None.
+        timestamp_format: None (unix seconds or ISO-8601), ``"unix_ms"``, or a strptime
+            format such as ``"%y%m%d%H"`` (Avazu's ``hour``).
+        timestamp_years: ``(first, last)``: a timestamp before Jan 1 of ``first`` or from Jan
+            1 of ``last`` on is implausible (a bad row).
         has_header: whether text files start with a header line (Parquet has names).
         separator: field separator for text files (default ``,`` for CSV, tab for TSV).
         on_bad_rows: ``"error"`` or ``"skip"``.
@@ -161,6 +177,8 @@ class CtrTableReader:
         sparse: Sequence[str] = (),
         multi: Mapping[str, str] | None = None,
         timestamp: str | None = None,
+        timestamp_format: str | None = None,
+        timestamp_years: Sequence[int] = (1995, 2100),
         has_header: bool = True,
         separator: str | None = None,
         on_bad_rows: str = "error",
@@ -198,6 +216,14 @@ class CtrTableReader:
         if chunk_rows < 1 or chunk_bytes < 1:
             raise ValueError("chunk_rows and chunk_bytes must be positive")
         self.multi_separators = multi
+        years = tuple(int(y) for y in timestamp_years)
+        if len(years) != 2 or years[0] >= years[1]:
+            raise ValueError(f"timestamp_years must be (first, last), got {timestamp_years}")
+        self.timestamp_format = timestamp_format
+        self.timestamp_bounds = tuple(
+            int(datetime(y, 1, 1, tzinfo=timezone.utc).timestamp()) for y in years
+        )
+        self.timestamp_years = years
         self.has_header = has_header
         self.separator = separator
         self.on_bad_rows = check_policy(on_bad_rows)
@@ -245,12 +271,23 @@ class CtrTableReader:
             )
         if s.timestamp is not None:
             ts = s.timestamp
+            seconds = _epoch_seconds(ts, schema[ts], self.timestamp_format)
+            expected = (
+                f"a date-time of format {self.timestamp_format!r}"
+                if self.timestamp_format
+                else "integer unix seconds or an ISO-8601 date-time"
+            )
+            lo, hi = self.timestamp_bounds
+            checks.append(Check(ts, seconds.is_null(), pl.col(ts), f"timestamp must be {expected}"))
             checks.append(
                 Check(
                     ts,
-                    _epoch_seconds(ts, schema[ts]).is_null(),
+                    seconds.is_not_null() & ((seconds < lo) | (seconds >= hi)),
                     pl.col(ts),
-                    "timestamp must be integer unix seconds or an ISO-8601 date-time",
+                    f"implausible timestamp: read as {expected}, it is not in "
+                    f"{self.timestamp_years[0]}-{self.timestamp_years[1]}; set "
+                    "data.source.timestamp_format (e.g. '%y%m%d%H' for Avazu's hour) or "
+                    "data.source.timestamp_years",
                 )
             )
         good = apply_checks(frame, checks, path=path, policy=self.on_bad_rows, report=self.report)
@@ -259,7 +296,8 @@ class CtrTableReader:
         exprs.extend(self._sparse(c) for c in s.sparse)
         exprs.extend(_multi(c, schema[c], self.multi_separators[c]).alias(c) for c in s.multi)
         if s.timestamp is not None:
-            exprs.append(_epoch_seconds(s.timestamp, schema[s.timestamp]).alias(s.timestamp))
+            ts_expr = _epoch_seconds(s.timestamp, schema[s.timestamp], self.timestamp_format)
+            exprs.append(ts_expr.alias(s.timestamp))
         exprs.extend(pl.col(c) for c in s.aux)
         exprs.append(pl.col(ROW_COLUMN))
         return good.select(exprs)

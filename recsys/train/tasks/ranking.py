@@ -88,6 +88,16 @@ class RankingTask:
     def evaluate(self, model: nn.Module, split: str) -> dict[str, Any]:
         return evaluate(model, self.loader(split), self.labels, device=self.device)
 
+    def evaluate_with_reliability(
+        self, model: nn.Module, split: str, n_bins: int = 10
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """:meth:`evaluate` in the same pass as the reliability diagram's bins per task:
+        ``(metrics, {task: bins})``."""
+        out = evaluate(
+            model, self.loader(split), self.labels, device=self.device, reliability_bins=n_bins
+        )
+        return out, out.pop("reliability")
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 
