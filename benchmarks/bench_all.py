@@ -5,7 +5,8 @@ Run: ``recsys bench all [--out-dir benchmarks/results] [--only train,retrieval]`
 line, then one table per benchmark: each measured figure of ours, of the baseline measured in
 the same run, and their ratio) and the latency histograms of the inference and backend
 benchmarks (``<machine>-<date>-<benchmark>-latency.png``). A benchmark that cannot run here
-(no PostgreSQL / Redis for the backend) is reported with its error; the others still run.
+(no PostgreSQL / Redis for the backend,
+no Redis for the feature store) is reported with its error; the others still run.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ SMALL: dict[str, tuple[str, list[str]]] = {
     ),
     "inference": ("inference_bench.py", ["--candidates", "200", "--calls", "60"]),
     "backend": ("backend_bench.py", ["--followers", "1000", "--posts", "5", "--reads", "200"]),
+    "features": (
+        "features_bench.py",
+        ["--users", "1000", "--impressions", "10000", "--calls", "30"],
+    ),
 }
 
 
