@@ -79,15 +79,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         service = InferenceService(settings)
     except (ManifestError, ValueError) as error:
         raise SystemExit(f"recsys serve: {error}") from None
-    models = service.models
-    loaded = [
-        f"{name} {m.manifest.model.get('class')} ({m.export_dir})"
-        for name, m in (("ranker", models.ranker), ("retriever", models.retriever))
-        if m is not None
-    ]
-    print(f"recsys serve: {', '.join(loaded)}", flush=True)
-    print(f"recsys serve: http://{settings.host}:{settings.port}", flush=True)
-    uvicorn.run(
+
+    class AnnouncingServer(uvicorn.Server):
+        """Uvicorn's server that prints :func:`headline` once it listens (after uvicorn's own
+        start-up lines, so the headline is the last thing printed while it serves)."""
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                bound = [s.getsockname()[1] for srv in self.servers for s in srv.sockets or ()]
+                port = bound[0] if bound else settings.port
+                for line in headline(service, settings.host, port):
+                    print(line, flush=True)
+
+    config = uvicorn.Config(
         create_app(service),
         host=settings.host,
         port=settings.port,
@@ -95,3 +100,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_log=False,
         **server_options(),
     )
+    AnnouncingServer(config).run()
+
+
+def headline(service: Any, host: str, port: int) -> list[str]:
+    """The lines ``recsys serve`` ends its start-up with: the models loaded (kind, class,
+    export folder) and the URL it serves on."""
+    models = service.models
+    loaded = [
+        f"{name} {m.manifest.model.get('class')} ({m.export_dir})"
+        for name, m in (("ranker", models.ranker), ("retriever", models.retriever))
+        if m is not None
+    ]
+    return [
+        f"recsys serve: models loaded: {', '.join(loaded)}",
+        f"recsys serve: serving on http://{host}:{port} (Ctrl-C to stop)",
+    ]

@@ -235,3 +235,34 @@ print("ok")
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_serve_ends_its_start_up_with_the_models_and_the_url(exports: dict[str, Path]) -> None:
+    """Uvicorn at ``info`` (its own start-up lines), port 0: the last lines printed while it
+    serves are the headline, with the port actually bound."""
+    code = (
+        "from serving.inference.cli import main; "
+        f"main(['serve.run_dir={exports['ranker']}', 'serve.port=0', 'serve.log_level=info'])"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if "serving on http://" in line:
+                break
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert any("Uvicorn running on" in line for line in lines), lines
+    loaded, url = lines[-2:]
+    assert loaded.startswith("recsys serve: models loaded: ranker ") and "export" in loaded
+    port = int(url.split("http://127.0.0.1:")[1].split()[0])
+    assert port > 0, url
