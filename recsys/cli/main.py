@@ -12,7 +12,8 @@ function and print its summary.
     recsys bench train [--steps N ...]
 
 ``-v`` / ``--verbose`` anywhere brings back the libraries' log lines and the traceback of an
-error (by default an error is one line on stderr, exit status 1).
+error (by default an error is one line on stderr, exit status 1); a plugin command (``recsys
+backend``, ``recsys serve``) gets it passed on as its last argument.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command, rest = args[0], args[1:]
     plugins = plugin_commands()
     if command in plugins:
-        plugins[command].load()(rest)
+        plugins[command].load()([*rest, "-v"] if errors.STATE.verbose else rest)
         return
     from recsys.cli import tasks
 

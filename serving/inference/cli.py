@@ -69,6 +69,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args and args[0] in ("-h", "--help", "help"):
         print(f"{USAGE}\n\n{__doc__}")
         return
+    if any(a in ("-v", "--verbose") for a in args):  # `recsys -v serve`: uvicorn's lines too
+        args = [a for a in args if a not in ("-v", "--verbose")]
+        if not any(a.startswith("serve.log_level=") for a in args):
+            args.append("serve.log_level=info")
     settings = load_settings(args)
     import uvicorn
 

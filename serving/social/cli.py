@@ -8,6 +8,8 @@ point group ``recsys.commands``, so the library never imports this package).
 
 Overrides are Hydra's, on the config ``configs/social.yaml`` and its group ``backend/``:
 ``backend=production``, ``backend.server.port=8080``, ``backend.fanout.threshold=1000`` ...
+``-v`` / ``--verbose`` (``recsys -v backend ...`` passes it on) keeps alembic's INFO lines,
+dropped otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +26,14 @@ from serving.social.settings import BackendSettings, settings_from_mapping
 
 USAGE = __doc__.split("\n\n", 1)[1]
 COMMANDS = ("serve", "worker", "migrate", "demo")
+VERBOSE = ("-v", "--verbose")
+
+
+def quiet_alembic(verbose: bool) -> None:
+    """Alembic's INFO lines (its plugins' set-up, the migration context) at start-up are
+    dropped unless ``verbose``: the ``alembic`` logger at WARNING (NOTSET, the root's level,
+    when verbose). Its warnings and errors always show."""
+    logging.getLogger("alembic").setLevel(logging.NOTSET if verbose else logging.WARNING)
 
 
 def config_dir() -> Path:
@@ -121,7 +131,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help", "help"):
         print(USAGE)
         return
-    command, overrides = args[0], args[1:]
+    verbose = any(a in VERBOSE for a in args)
+    command, overrides = args[0], [a for a in args[1:] if a not in VERBOSE]
     if command not in COMMANDS:
         raise SystemExit(f"recsys backend: unknown command {command!r}; known: {list(COMMANDS)}")
     if "--cfg" in overrides:
@@ -134,6 +145,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    quiet_alembic(verbose)
     try:
         if command == "serve":
             serve(settings, log_level)

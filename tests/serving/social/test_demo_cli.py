@@ -89,6 +89,8 @@ def test_serve_starts_on_either_storage(backend_settings, tmp_path) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
+    printed = proc.stdout.read() if proc.stdout else ""
+    assert "recsys backend: serving on" in printed and "alembic" not in printed, printed
 
 
 def test_migrate_command(backend_settings) -> None:
@@ -103,6 +105,9 @@ def test_migrate_command(backend_settings) -> None:
     run = _run(*args)
     assert run.returncode == 0, run.stderr
     assert "schema at revision" in run.stdout
+    assert "alembic" not in run.stderr, run.stderr  # its INFO lines only with -v
+    verbose = _run("-v", *args)
+    assert verbose.returncode == 0 and "INFO alembic" in verbose.stderr, verbose.stderr
 
 
 def test_backend_benchmark_runs_and_reports_ratios(postgres_server_url, redis_url, tmp_path):
