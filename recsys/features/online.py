@@ -93,7 +93,22 @@ def _join_key(store: FeatureStore, refs: Sequence[str]) -> str:
     return join_key
 
 
-class RedisFeatureReader:
+class _LayoutReaderFacade:
+    """What both online readers share: ``features``, ``key(id)`` (the stored key of one entity,
+    Feast's ``serialize_entity_key`` layout) and ``fetch(ids)`` -> ``{feature: [value per id]}``
+    (None where absent), delegated to the store's layout reader."""
+
+    layout: Any
+    features: Any
+
+    def key(self, entity_id: str) -> bytes:
+        return self.layout.key(entity_id)
+
+    def fetch(self, ids: Sequence[str]) -> dict[str, list[Any]]:
+        return self.layout.fetch(ids)
+
+
+class RedisFeatureReader(_LayoutReaderFacade):
     """Reads features of one entity (from one or more of its views) for many ids from Feast's
     Redis layout (:class:`recsys.features.redis_layout.LayoutReader`: one ``HMGET`` per id,
     all in one pipeline, keys and values without protos), after checking ``refs`` against the
@@ -114,14 +129,6 @@ class RedisFeatureReader:
         self.layout = LayoutReader(self.client, store.project, join_key, refs)
         self.features = self.layout.features
 
-    def key(self, entity_id: str) -> bytes:
-        """The Redis key of one entity (Feast's ``serialize_entity_key`` plus the project)."""
-        return self.layout.key(entity_id)
-
-    def fetch(self, ids: Sequence[str]) -> dict[str, list[Any]]:
-        """``{feature: [value per id]}`` in one round trip (None where absent)."""
-        return self.layout.fetch(ids)
-
     def close(self) -> None:
         self.client.close()
 
@@ -140,7 +147,7 @@ def sqlite_path(store: FeatureStore) -> Path:
     return path
 
 
-class SqliteFeatureReader:
+class SqliteFeatureReader(_LayoutReaderFacade):
     """:class:`RedisFeatureReader`'s interface on the SQLite online store: reads the view
     tables directly (:class:`recsys.features.sqlite_layout.SqliteLayoutReader`, read-only).
 
@@ -158,14 +165,6 @@ class SqliteFeatureReader:
         self.conn = open_online_db(sqlite_path(store))
         self.layout = SqliteLayoutReader(self.conn, store.project, join_key, refs)
         self.features = self.layout.features
-
-    def key(self, entity_id: str) -> bytes:
-        """The ``entity_key`` blob of one entity (Feast's ``serialize_entity_key``)."""
-        return self.layout.key(entity_id)
-
-    def fetch(self, ids: Sequence[str]) -> dict[str, list[Any]]:
-        """``{feature: [value per id]}`` (None where absent)."""
-        return self.layout.fetch(ids)
 
     def close(self) -> None:
         self.conn.close()
