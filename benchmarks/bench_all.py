@@ -24,6 +24,9 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench_machine module
+from bench_machine import cpu_model
+
 HERE = Path(__file__).resolve().parent
 
 #: The benchmarks that draw a latency histogram (``--plot FILE``).
@@ -59,11 +62,7 @@ def machine_info() -> dict[str, Any]:
     """CPU model, cores, threads, GPU and the versions of the libraries measured."""
     from importlib.metadata import PackageNotFoundError, version
 
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        found = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
-        cpu = found.group(1).strip() if found else cpu
+    cpu = cpu_model()
     import torch
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None

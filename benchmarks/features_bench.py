@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -41,6 +42,9 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench_machine module
+from bench_machine import cpu_model
 
 REDIS = os.environ.get("RECSYS_TEST_REDIS_URL", "redis://127.0.0.1:56379/0")
 BATCHES = (1, 100, 500)
@@ -55,14 +59,7 @@ USER_REFS = [
 
 
 def machine() -> dict[str, Any]:
-    try:
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor()
+    model = cpu_model()
     import duckdb
     import feast
     import redis

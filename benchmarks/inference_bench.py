@@ -36,7 +36,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse
 import http.client
 import json
-import platform
 import socket
 import subprocess
 import sys
@@ -52,6 +51,9 @@ import onnxruntime as ort
 import polars as pl
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench_machine module
+from bench_machine import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 64, 500, 2000)
 #: User-level raw features of the synthetic social app (the backend's ``Viewer`` plus
@@ -60,14 +62,7 @@ USER_FEATURES = ("user_id", "country", "age_bucket", "user_follow_count_log", "u
 
 
 def machine(threads: int) -> dict[str, Any]:
-    try:
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor()
+    model = cpu_model()
     return {
         "cpus": os.cpu_count(),
         "cpu_model": model,

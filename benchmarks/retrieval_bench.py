@@ -33,7 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse
 import gc
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
@@ -47,6 +47,9 @@ from recsys.retrieval.index import (
     VectorIndex,
 )
 from recsys.retrieval.index_report import evaluate_index
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared bench_machine module
+from bench_machine import cpu_model
 
 
 def clustered_vectors(
@@ -113,14 +116,7 @@ def time_ours_vs_raw(
 
 
 def machine() -> dict:
-    try:
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor()
+    model = cpu_model()
     return {
         "cpus": os.cpu_count(),
         "cpu_model": model,
