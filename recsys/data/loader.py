@@ -12,6 +12,13 @@ Batch ``k`` is rows ``[k * B, (k + 1) * B)`` of the stream (batches cross row-gr
 boundaries), so ``iter_from(k)`` can start at any batch by loading only the buffer that holds
 row ``k * B`` and yields exactly what an uninterrupted epoch yields from batch ``k`` on.
 
+With ``world_size > 1`` each rank of a data-parallel run gets its own contiguous part of the
+epoch's stream (rank ``r`` of ``W``: rows ``[r * N // W, ...)``, the first ``N % W`` ranks one
+row more), so it reads only the row groups of its part (plus at most the two it shares with its
+neighbours). Every rank yields the same number of batches, ``ceil((N // W) / B)``: a rank with
+one row more puts it into its last batch. No row is read twice or left out of an epoch
+(``drop_last`` drops each rank's tail).
+
 A producer thread fills a queue ``prefetch`` batches ahead (``prefetch=0``: synchronous). An
 exception in the thread is re-raised in the consumer; stopping early (``break``, ``close()``
 or dropping the iterator) stops and joins the thread.
@@ -133,6 +140,8 @@ class ParquetBatchLoader:
         prefetch: batches prepared ahead by a background thread (0: synchronous).
         extras: extra numeric columns to return in ``Batch.extras``.
         shuffle_buffer: row groups per shuffle buffer.
+        rank: this process's part of the stream, ``0 <= rank < world_size``.
+        world_size: the number of parts (data-parallel processes) the stream is split into.
     """
 
     def __init__(
@@ -147,6 +156,8 @@ class ParquetBatchLoader:
         prefetch: int = 2,
         extras: Sequence[str] = (),
         shuffle_buffer: int = 4,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -154,6 +165,8 @@ class ParquetBatchLoader:
             raise ValueError(f"seed must be >= 0, got {seed}")
         if prefetch < 0 or shuffle_buffer < 1:
             raise ValueError("prefetch must be >= 0 and shuffle_buffer >= 1")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
         self.files = [Path(f) for f in files]
         self.spec = spec
         self.batch_size = batch_size
@@ -163,6 +176,8 @@ class ParquetBatchLoader:
         self.prefetch = prefetch
         self.extras = tuple(extras)
         self.shuffle_buffer = shuffle_buffer
+        self.rank = rank
+        self.world_size = world_size
         self.epoch = 0
 
         self._keys = spec.sparse_names
@@ -182,13 +197,30 @@ class ParquetBatchLoader:
                 rows = meta.row_group(rg).num_rows
                 if rows:
                     self._units.append(_Unit(i, rg, rows))
-        self.num_rows = sum(u.rows for u in self._units)
+        #: rows of all files; ``num_rows``: rows of this rank's part of an epoch
+        self.total_rows = sum(u.rows for u in self._units)
+        base, extra = divmod(self.total_rows, world_size)
+        self._first_row = rank * base + min(rank, extra)
+        self.num_rows = base + (1 if rank < extra else 0)
+        self._min_rows = base
+        if world_size > 1 and base == 0:
+            raise DataError(
+                f"{self.total_rows} rows cannot be split over {world_size} workers "
+                "(every worker needs at least one row)",
+                path=str(self.files[0]) if self.files else None,
+            )
 
     def __len__(self) -> int:
-        """Number of batches per epoch."""
+        """Number of batches per epoch (the same on every rank)."""
         if self.drop_last:
-            return self.num_rows // self.batch_size
-        return -(-self.num_rows // self.batch_size)
+            return self._min_rows // self.batch_size
+        return -(-self._min_rows // self.batch_size)
+
+    def _batch_rows(self, k: int) -> int:
+        """Rows of batch ``k``: ``B``, except the last one, which takes the rank's rest."""
+        if self.drop_last or k < len(self) - 1:
+            return self.batch_size
+        return self.num_rows - k * self.batch_size
 
     def set_epoch(self, epoch: int) -> None:
         """Selects the shuffle order of the following iterations."""
@@ -219,43 +251,51 @@ class ParquetBatchLoader:
         step = self.shuffle_buffer
         return [units[i : i + step] for i in range(0, len(units), step)]
 
-    def _stream(self, start_row: int) -> Iterator[tuple[_Columns, int]]:
-        """The epoch's buffers holding rows ``start_row`` on, as ``(columns, first)``.
+    def _stream(self, start_row: int) -> Iterator[tuple[_Columns, int, int]]:
+        """The epoch's buffers holding this rank's rows ``start_row`` on, as
+        ``(columns, first, stop)``: rows ``[first, stop)`` of the buffer are the rank's and
+        not yet yielded.
 
-        Shuffled buffers are already permuted; rows before ``first`` belong to earlier batches.
+        Shuffled buffers are already permuted; the rank's part starts at stream row
+        ``_first_row``.
         """
+        start = self._first_row + start_row
+        end = self._first_row + self.num_rows
         begin = 0
         for b, units in enumerate(self._buffers()):
+            if begin >= end:
+                return
             rows = sum(u.rows for u in units)
-            if begin + rows <= start_row:
+            if begin + rows <= start:
                 begin += rows
                 continue
             cols = _Columns.concat([self._read(u) for u in units])
             if self.shuffle:
                 rng = np.random.default_rng([self.seed, self.epoch, 1, b])
                 cols = cols.take(rng.permutation(cols.n))
-            yield cols, max(0, start_row - begin)
+            yield cols, max(0, start - begin), min(rows, end - begin)
             begin += rows
 
     def _produce(self, start_batch: int) -> Iterator[Batch]:
-        bs = self.batch_size
-        todo = len(self) - start_batch
-        if todo <= 0:
+        k = start_batch
+        if k >= len(self):
             return
+        want = self._batch_rows(k)
         pending: list[tuple[_Columns, slice]] = []
         pending_rows = 0
-        for cols, off in self._stream(start_batch * bs):
-            while off < cols.n:
-                take = min(bs - pending_rows, cols.n - off)
+        for cols, off, stop in self._stream(start_batch * self.batch_size):
+            while off < stop:
+                take = min(want - pending_rows, stop - off)
                 pending.append((cols, slice(off, off + take)))
                 pending_rows += take
                 off += take
-                if pending_rows == bs:
-                    yield self._batch(pending, bs)
+                if pending_rows == want:
+                    yield self._batch(pending, want)
                     pending, pending_rows = [], 0
-                    todo -= 1
-                    if todo == 0:
+                    k += 1
+                    if k == len(self):
                         return
+                    want = self._batch_rows(k)
         if pending_rows and not self.drop_last:
             yield self._batch(pending, pending_rows)
 

@@ -287,3 +287,56 @@ def test_prepared_dataset_loader_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(got_x[order], expect["x"].to_numpy())
     m_lengths = np.concatenate([b.sparse.to_dict()["m"].lengths().numpy() for b in batches])[order]
     assert m_lengths.tolist() == expect["m"].list.len().to_list()
+
+
+@pytest.mark.parametrize("world", [2, 3, 5])
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_ranks_split_each_epoch_without_overlap_or_loss(
+    tmp_path: Path, world: int, shuffle: bool, drop_last: bool
+) -> None:
+    write_files(tmp_path)  # 81 rows in row groups of 6: ranks share boundary row groups
+    files = files_of(tmp_path)
+    full = ParquetBatchLoader(files, SPEC, 7, shuffle=shuffle, seed=3, extras=("_row",))
+    for epoch in (0, 1):
+        full.set_epoch(epoch)
+        stream = unbatch(list(full))["_row"]
+        parts, lengths = [], set()
+        for rank in range(world):
+            loader = ParquetBatchLoader(
+                files,
+                SPEC,
+                7,
+                shuffle=shuffle,
+                seed=3,
+                extras=("_row",),
+                drop_last=drop_last,
+                rank=rank,
+                world_size=world,
+                prefetch=0,
+            )
+            loader.set_epoch(epoch)
+            batches = list(loader)
+            assert len(batches) == len(loader)
+            lengths.add(len(loader))
+            rows = unbatch(batches)["_row"]
+            parts.append(rows)
+            # resuming mid-epoch on one rank yields that rank's own continuation
+            assert unbatch(list(loader.iter_from(1)))["_row"] == rows[len(batches[0]) :]
+        assert len(lengths) == 1  # every rank steps the same number of times
+        joined = [r for part in parts for r in part]
+        assert len(joined) == len(set(joined))  # no row twice
+        if drop_last:
+            steps = next(iter(lengths))
+            assert all(len(p) == 7 * steps for p in parts)  # full batches only
+            assert set(joined) <= set(stream)
+        else:
+            assert joined == stream  # rank r's part is the r-th slice of the one-process stream
+
+
+def test_more_ranks_than_rows_is_a_clear_error(tmp_path: Path) -> None:
+    write_files(tmp_path, sizes=(3,))
+    with pytest.raises(DataError, match="3 rows cannot be split over 4 workers"):
+        ParquetBatchLoader(files_of(tmp_path), SPEC, 2, rank=0, world_size=4)
+    with pytest.raises(ValueError, match="rank 2 of 2"):
+        ParquetBatchLoader(files_of(tmp_path), SPEC, 2, rank=2, world_size=2)
