@@ -191,12 +191,15 @@ def fused_kernel(name: str, device: torch.device, path: str) -> str:
 
 
 def model_builder(
-    model_cfg: DictConfig, cfg: DictConfig, path: str
+    model_cfg: DictConfig, cfg: DictConfig, path: str, *, shardable: bool = False
 ) -> Callable[[FeatureSpec], nn.Module]:
-    """A function ``FeatureSpec -> model`` for the model node at ``path``."""
+    """A function ``FeatureSpec -> model`` for the model node at ``path``.
+
+    ``shardable``: the same model on CPU with plain TorchRec tables, the form
+    ``recsys.distributed`` shards (it fuses the sparse optimizer into the sharded tables)."""
     emb_cfg = build_dataclass(EmbeddingConfig, model_cfg.embedding, f"{path}.embedding")
-    fused = bool(model_cfg.fused)
-    device = resolve_device(str(cfg.trainer.device))
+    fused = bool(model_cfg.fused) and not shardable
+    device = torch.device("cpu") if shardable else resolve_device(str(cfg.trainer.device))
     kernel = fused_kernel(str(model_cfg.kernel), device, path)
     sparse_opt = dict(_container(cfg.sparse_optimizer) or {})
     arch = _container(model_cfg.arch)
@@ -228,6 +231,8 @@ def recipe(
         dense_optimizer=dense_optimizer_factory(cfg),
         sparse_optimizer=None if model_cfg.fused else sparse_optimizer_factory(cfg),
         trainer=trainer,
+        shardable_build=model_builder(model_cfg, cfg, path, shardable=True),
+        sparse_optimizer_spec=dict(_container(cfg.sparse_optimizer) or {}),
     )
 
 

@@ -58,6 +58,11 @@ def check_task_keys(cfg: DictConfig) -> str:
         )
     if cfg.trainer.loss_weights:
         raise ConfigError("trainer.loss_weights is not read by task=retrieval (one loss)")
+    if int(cfg.trainer.distributed.workers or 0) > 0:
+        raise ConfigError(
+            "trainer.distributed.workers applies to rankers (task=ranking); the two-tower "
+            "trains in one process (its in-batch negatives are per process): set it to 0"
+        )
     if cfg.model.fused:
         raise ConfigError(
             "model.fused=true is not supported by the two-tower (plain tables with mean-pooled "
@@ -95,8 +100,14 @@ def ranking_experiment(cfg: DictConfig) -> RankingExperiment:
     if cfg.baseline is not None:
         baselines.append(recipe(cfg.baseline, cfg, "baseline", trainer_config(cfg)))
     dataset, _ = dataset_factory(cfg)
-    return RankingExperiment(
+    trainer = trainer_config(cfg)
+    experiment = RankingExperiment(
         dataset_factory=dataset,
-        model=recipe(cfg.model, cfg, "model", trainer_config(cfg)),
+        model=recipe(cfg.model, cfg, "model", trainer),
         baselines=baselines,
     )
+    if trainer.distributed.enabled:
+        from recsys.distributed.launcher import train_and_test_distributed
+
+        experiment.fit = train_and_test_distributed
+    return experiment

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -12,6 +13,9 @@ from recsys.metrics.streaming import MultiTaskAccumulator
 from recsys.types import Batch
 
 METRIC_KEYS = ("auc", "logloss", "ne", "calibration")
+
+#: ``(labels N x T, probs N x T) -> (labels, probs)`` of every process of a data-parallel run
+Gather = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 @torch.no_grad()
@@ -21,8 +25,13 @@ def evaluate(
     task_names: tuple[str, ...],
     device: torch.device | None = None,
     reliability_bins: int = 0,
+    gather: Gather | None = None,
 ) -> dict:
     """Streams the model over ``batches`` and returns metrics.
+
+    With ``gather`` (a data-parallel run, where each process evaluates its own part of the
+    split), this process's labels and probabilities are exchanged for everyone's before the
+    metrics are computed, so every process returns the metrics of the whole split.
 
     Single-task models give ``{"auc", "logloss", "ne", "calibration", "count", ...}``;
     multi-task models give ``{task: {...}, ..., "mean_auc": float}``. With
@@ -33,14 +42,30 @@ def evaluate(
     was_training = model.training
     model.eval()
     seen = 0
+    local: list[tuple[torch.Tensor, torch.Tensor]] = []
     try:
         for batch in batches:
             if device is not None and device.type != "cpu":
                 batch = batch.to(device, non_blocking=True)
-            acc.update(batch.labels.cpu(), torch.sigmoid(model(batch.dense, batch.sparse)).cpu())
+            pair = batch.labels.cpu(), torch.sigmoid(model(batch.dense, batch.sparse)).cpu()
+            if gather is None:
+                acc.update(*pair)
+            else:
+                local.append(pair)
             seen += len(batch)
     finally:
         model.train(was_training)
+    if gather is not None:
+        width = len(task_names)
+        labels, probs = gather(
+            np.concatenate([y.numpy() for y, _ in local]) if local else np.zeros((0, width)),
+            np.concatenate([p.float().numpy() for _, p in local])
+            if local
+            else np.zeros((0, width)),
+        )
+        seen = len(labels)
+        if seen:
+            acc.update(labels, probs)
     if seen == 0:
         raise ValueError("evaluation got no batches: the split is empty")
     out = format_task_metrics(acc.compute(), task_names)

@@ -52,6 +52,10 @@ class ModelRecipe:
     dense_optimizer: OptimizerFactory
     sparse_optimizer: OptimizerFactory | None
     trainer: TrainerConfig
+    #: the same model with plain TorchRec tables on CPU, for a sharded (distributed) run
+    shardable_build: Callable[[FeatureSpec], nn.Module] | None = None
+    #: the ``sparse_optimizer`` config (``{"type", "lr", ...}``) a sharded run fuses in
+    sparse_optimizer_spec: dict[str, Any] = field(default_factory=dict)
 
 
 def best_achievable_auc(dataset: PreparedDataset, split: str = "test") -> dict[str, float]:
@@ -148,6 +152,9 @@ class RankingExperiment:
     baselines: list[ModelRecipe] = field(default_factory=list)
     kind: str = "ranking"
     dataset: PreparedDataset | None = None
+    #: trains and tests the main model: :func:`train_and_test` in this process, or
+    #: ``recsys.distributed``'s in Ray Train workers (the same signature)
+    fit: Callable[..., tuple[nn.Module, dict[str, Any]]] = train_and_test
 
     def prepare(self) -> None:
         self.dataset = self.dataset_factory()
@@ -157,7 +164,7 @@ class RankingExperiment:
             self.prepare()
         dataset = self.dataset
         assert dataset is not None
-        model, main = train_and_test(
+        model, main = self.fit(
             self.model,
             dataset,
             seed=plan.seed,
@@ -178,6 +185,8 @@ class RankingExperiment:
             "data": data,
             "reliability": main["reliability"],
         }
+        if "distributed" in main:
+            metrics["distributed"] = main["distributed"]
         baselines = {}
         for recipe in self.baselines:
             _, result = train_and_test(

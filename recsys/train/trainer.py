@@ -38,6 +38,7 @@ from recsys.train.checkpoint import (
 )
 from recsys.train.evaluation import headline
 from recsys.train.optimizers import OptimizerFactory
+from recsys.train.parallel import DistributedConfig
 from recsys.train.schedule import ScheduleConfig, lr_factor
 from recsys.train.task import BatchSource, Task
 from recsys.train.tracking import Tracker, numeric_metrics
@@ -102,6 +103,7 @@ class TrainerConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "eval_batch_size", "max_epochs", "log_every_steps"):
@@ -219,18 +221,7 @@ class Trainer:
         self.checkpoint_dir = checkpoint_dir
         self.metric = config.early_stopping.metric or task.default_metric
         self.mode = config.early_stopping.mode or task.default_mode
-        sparse_params, dense_params = split_parameters(model)
-        self.fused: list[torch.optim.Optimizer] = [
-            m.fused_optimizer() for m in model.modules() if isinstance(m, FusedOptimizerModule)
-        ]
-        fused_params = {
-            id(p)
-            for m in model.modules()
-            if isinstance(m, FusedOptimizerModule)
-            for p in m.parameters()
-        }
-        plain_sparse = [p for p in sparse_params if id(p) not in fused_params and p.requires_grad]
-        self.dense_params = [p for p in dense_params if p.requires_grad]
+        self.fused, plain_sparse, self.dense_params = self._parameter_roles(model)
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         if self.dense_params:
             self.optimizers["dense"] = dense_optimizer(_dense_groups(model, self.dense_params))
@@ -253,6 +244,33 @@ class Trainer:
         self.train_curve: list[dict[str, Any]] = []
 
     # -- optimizers and schedule -------------------------------------------------------------
+    def _parameter_roles(
+        self, model: nn.Module
+    ) -> tuple[list[torch.optim.Optimizer], list[nn.Parameter], list[nn.Parameter]]:
+        """``(fused optimizers, plain embedding parameters, dense parameters)`` of ``model``:
+        fused collections bring their own optimizer (run inside backward), plain embedding
+        parameters get the sparse optimizer, the rest the dense one. A sharded model
+        (:mod:`recsys.distributed`) finds its roles its own way."""
+        sparse_params, dense_params = split_parameters(model)
+        fused = [
+            m.fused_optimizer() for m in model.modules() if isinstance(m, FusedOptimizerModule)
+        ]
+        fused_params = {
+            id(p)
+            for m in model.modules()
+            if isinstance(m, FusedOptimizerModule)
+            for p in m.parameters()
+        }
+        plain_sparse = [p for p in sparse_params if id(p) not in fused_params and p.requires_grad]
+        return fused, plain_sparse, [p for p in dense_params if p.requires_grad]
+
+    def _after_step(self) -> None:
+        """Called after every optimizer step (``state.step`` counts it); nothing by default."""
+
+    def _loss_value(self, loss: torch.Tensor) -> float:
+        """The loss of a step as logged (a data-parallel run logs the mean over processes)."""
+        return loss.item()
+
     def _all_optimizers(self) -> dict[str, torch.optim.Optimizer]:
         out = dict(self.optimizers)
         for i, opt in enumerate(self.fused):
@@ -424,10 +442,11 @@ class Trainer:
                 self.state.examples += len(batch)
                 window_examples += len(batch)
                 bar.update(1, count=len(batch))
+                self._after_step()
                 if self.state.step % cfg.log_every_steps == 0:
                     now = time.perf_counter()
                     rate = window_examples / max(now - window_start, 1e-9)
-                    point = {"loss": loss.item(), "lr": lr, "examples_per_sec": rate}
+                    point = {"loss": self._loss_value(loss), "lr": lr, "examples_per_sec": rate}
                     self.train_curve.append({"step": self.state.step, **point})
                     bar.set_postfix(loss=f"{point['loss']:.4f}")
                     if self.tracker:

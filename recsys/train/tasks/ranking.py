@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from recsys.train.evaluation import evaluate
+from recsys.train.evaluation import Gather, evaluate
 from recsys.train.task import BatchSource
 from recsys.types import Batch
 
@@ -32,6 +32,8 @@ class RankingTask:
             evaluated (``valid``, ``test``).
         loss_weights: ``{label: weight}``; unnamed labels weigh 1.
         device: where evaluation runs (the model's device).
+        gather: in a data-parallel run, exchanges each process's predictions so evaluation
+            covers the whole split (:func:`recsys.train.evaluation.evaluate`).
     """
 
     kind = "ranking"
@@ -45,8 +47,10 @@ class RankingTask:
         eval_loaders: Mapping[str, BatchSource | LoaderFactory] | None = None,
         loss_weights: Mapping[str, float] | None = None,
         device: torch.device | None = None,
+        gather: Gather | None = None,
     ) -> None:
         self.labels = tuple(labels)
+        self.gather = gather
         weights = dict(loss_weights or {})
         unknown = set(weights) - set(self.labels)
         if unknown:
@@ -86,7 +90,9 @@ class RankingTask:
         return loader
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, Any]:
-        return evaluate(model, self.loader(split), self.labels, device=self.device)
+        return evaluate(
+            model, self.loader(split), self.labels, device=self.device, gather=self.gather
+        )
 
     def evaluate_with_reliability(
         self, model: nn.Module, split: str, n_bins: int = 10
@@ -94,7 +100,12 @@ class RankingTask:
         """:meth:`evaluate` in the same pass as the reliability diagram's bins per task:
         ``(metrics, {task: bins})``."""
         out = evaluate(
-            model, self.loader(split), self.labels, device=self.device, reliability_bins=n_bins
+            model,
+            self.loader(split),
+            self.labels,
+            device=self.device,
+            reliability_bins=n_bins,
+            gather=self.gather,
         )
         return out, out.pop("reliability")
 
