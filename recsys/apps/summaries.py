@@ -8,6 +8,7 @@ from typing import Any
 
 __all__ = [
     "closing_lines",
+    "distributed_text",
     "ranking_lines",
     "retrieval_lines",
     "retrieval_text",
@@ -57,7 +58,22 @@ def ranking_lines(metrics: Mapping[str, Any], metrics_path: Path) -> list[str]:
         bt = result["test"]
         text = task_metrics_text(bt) if "auc" in bt else f"mean auc {bt['mean_auc']:.4f}"
         lines.append(f"baseline {name}: test  {text}")
+    if "distributed" in metrics:
+        lines.append(distributed_text(metrics["distributed"]))
     return lines + closing_lines(metrics["train"], metrics_path, metrics.get("data"))
+
+
+def distributed_text(d: Mapping[str, Any]) -> str:
+    """``distributed: 2 workers (gloo), tables row_wise x3 ...``: how a sharded run ran."""
+    kinds: dict[str, int] = {}
+    for table in d.get("plan", {}).values():
+        kinds[table["sharding"]] = kinds.get(table["sharding"], 0) + 1
+    tables = ", ".join(f"{k} x{n}" for k, n in sorted(kinds.items()))
+    restarts = d.get("restarts", 0)
+    again = (
+        f", {restarts} restart{'s' if restarts != 1 else ''} from checkpoint" if restarts else ""
+    )
+    return f"distributed: {d['workers']} workers ({d['backend']}), tables {tables}{again}"
 
 
 def retrieval_text(m: Mapping[str, Any]) -> str:

@@ -36,6 +36,7 @@ from torchrec.sparse.jagged_tensor import KeyedTensor
 from recsys.modules.embedding import FUSED_OPTIMIZERS, embedding_layout, is_embedding_module
 
 __all__ = [
+    "MODEL_PARALLEL",
     "ShardableCollectionSharder",
     "ShardingError",
     "attach_sparse_optimizer",
@@ -102,10 +103,24 @@ def attach_sparse_optimizer(model: nn.Module, optimizer: Mapping[str, Any]) -> N
     _apply_optimizer_in_backward(cls, params, kwargs)
 
 
-def _constraints(model: nn.Module, sharding: str) -> dict[str, ParameterConstraints] | None:
-    if sharding == "auto":
-        return None
-    return {name: ParameterConstraints(sharding_types=[sharding]) for name in table_sizes(model)}
+#: What ``sharding=auto`` lets the planner choose from: every model-parallel type. Replicated
+#: (``data_parallel``) tables would not run the fused sparse optimizer of the other tables, so
+#: the cost model is not offered them.
+MODEL_PARALLEL = tuple(
+    t.value
+    for t in (
+        ShardingType.TABLE_WISE,
+        ShardingType.ROW_WISE,
+        ShardingType.COLUMN_WISE,
+        ShardingType.TABLE_ROW_WISE,
+        ShardingType.TABLE_COLUMN_WISE,
+    )
+)
+
+
+def _constraints(model: nn.Module, sharding: str) -> dict[str, ParameterConstraints]:
+    types = list(MODEL_PARALLEL) if sharding == "auto" else [sharding]
+    return {name: ParameterConstraints(sharding_types=types) for name in table_sizes(model)}
 
 
 def _budget_message(model: nn.Module, world_size: int, budget_gb: float | None) -> str:

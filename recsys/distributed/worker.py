@@ -227,7 +227,13 @@ def train_worker(request: WorkerRequest) -> None:
                 "test": test,
                 "valid": result.best_valid,
                 "train": result.summary()
-                | {"workers": world, "global_batch_size": local_batch * world},
+                | {
+                    # every worker steps in lockstep: the run's rate is world x one worker's
+                    "examples": result.state.examples * world,
+                    "examples_per_sec": result.examples_per_sec * world,
+                    "workers": world,
+                    "global_batch_size": local_batch * world,
+                },
                 "reliability": reliability,
                 "curves": result.curves,
                 "sharding": describe_plan(plan),

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 __all__ = ["SHARDING_TYPES", "DistributedConfig"]
 
 #: ``trainer.distributed.sharding``: ``auto`` lets TorchRec's planner choose per table by its
-#: cost model; the others force one TorchRec sharding type on every table.
+#: cost model among the model-parallel types; the others force one TorchRec sharding type on
+#: every table. TorchRec's ``data_parallel`` is not offered: replicated tables do not run the
+#: fused sparse optimizer, so their rows would not train like a one-process run's.
 SHARDING_TYPES = (
     "auto",
     "table_wise",
@@ -20,7 +22,6 @@ SHARDING_TYPES = (
     "column_wise",
     "table_row_wise",
     "table_column_wise",
-    "data_parallel",
 )
 BACKENDS = ("auto", "gloo", "nccl")
 
