@@ -28,6 +28,7 @@ from torchrec.distributed.embeddingbag import (
     ShardedEmbeddingBagCollection,
 )
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
 from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.types import ShardingPlan, ShardingType
 from torchrec.optim import RowWiseAdagrad
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 _GIB = 1024**3
+#: the share of a worker's memory budget the planner leaves to everything but the tables
+DENSE_RESERVE = 0.15
 
 
 class ShardingError(ValueError):
@@ -159,7 +162,13 @@ def plan_sharding(
         hbm_cap=cap if kind == "cuda" else None,
         ddr_cap=cap if kind != "cuda" else None,
     )
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=_constraints(model, sharding))
+    planner = EmbeddingShardingPlanner(
+        topology=topology,
+        constraints=_constraints(model, sharding),
+        # a fixed share of each worker's budget is kept for the dense part, activations and
+        # the input batch (TorchRec's heuristic reservation over-estimates dense tensors)
+        storage_reservation=FixedPercentageStorageReservation(DENSE_RESERVE),
+    )
     sharders = [ShardableCollectionSharder()]
     try:
         if process_group is not None:

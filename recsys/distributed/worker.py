@@ -24,9 +24,11 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import signal
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,16 @@ from recsys.train.tasks.ranking import RankingTask
 from recsys.train.trainer import Trainer, TrainerConfig
 from recsys.types import FeatureSpec
 
-__all__ = ["RESULTS_FILE", "DistributedTrainer", "WorkerRequest", "train_worker"]
+__all__ = [
+    "RESULTS_FILE",
+    "CheckpointSink",
+    "DistributedTrainer",
+    "LocalCheckpoints",
+    "RayCheckpoints",
+    "WorkerRequest",
+    "run_worker",
+    "train_worker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +95,17 @@ class DistributedTrainer(Trainer):
     logged loss is the mean over workers. ``drill``: ``(rank, step)`` to kill one worker in
     the first attempt (see ``trainer.distributed.failure_drill``)."""
 
-    def __init__(self, *args: Any, drill: tuple[int, int] | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        checkpoints: CheckpointSink,
+        drill: tuple[int, int] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.rank = dist.get_rank()
         self.world_size = dist.get_world_size()
+        self.checkpoints = checkpoints
         self.drill = drill
         self.resumed = False
 
@@ -110,30 +128,75 @@ class DistributedTrainer(Trainer):
             os.kill(os.getpid(), signal.SIGKILL)
 
     def save(self) -> Path | None:
-        import ray.train
-
         with tempfile.TemporaryDirectory(prefix="recsys-ckpt-") as tmp:
-            folder = Path(tmp)
-            save_state(folder, self.state_dict(), [FUSED], self.rank)
-            ray.train.report(
+            save_state(Path(tmp), self.state_dict(), [FUSED], self.rank)
+            self.checkpoints.report(
+                Path(tmp),
                 {"step": self.state.step, "epoch": self.state.epoch},
-                checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                checkpoint_dir_name=f"step-{self.state.step:09d}",
+                f"step-{self.state.step:09d}",
             )
         return None
 
-    def resume_from_ray(self) -> bool:
-        """Loads Ray Train's latest checkpoint of this run, if there is one."""
+    def resume_latest(self) -> bool:
+        """Loads the run's latest checkpoint (after a restart of the group), if there is one."""
+        with self.checkpoints.latest() as folder:
+            if folder is None:
+                return False
+            self.load_state_dict(load_state(folder, self.state_dict(), [FUSED], self.rank))
+        self.resumed = True
+        log.info("worker %d resumed at step %d", self.rank, self.state.step)
+        return True
+
+
+class CheckpointSink:
+    """Where a worker's checkpoints go: every worker reports its own folder (its shards, its
+    ``rank<r>.pt``) under one checkpoint name; :meth:`latest` is the newest such checkpoint."""
+
+    def report(self, folder: Path, metrics: Mapping[str, Any], name: str) -> None:
+        raise NotImplementedError
+
+    def latest(self) -> AbstractContextManager[Path | None]:
+        raise NotImplementedError
+
+
+class RayCheckpoints(CheckpointSink):
+    """Ray Train's checkpoint API (``ray.train.report`` / ``ray.train.get_checkpoint``)."""
+
+    def report(self, folder: Path, metrics: Mapping[str, Any], name: str) -> None:
+        import ray.train
+
+        ray.train.report(
+            dict(metrics),
+            checkpoint=ray.train.Checkpoint.from_directory(str(folder)),
+            checkpoint_dir_name=name,
+        )
+
+    @contextmanager
+    def latest(self) -> Iterator[Path | None]:
         import ray.train
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None:
-            return False
+            yield None
+            return
         with checkpoint.as_directory() as folder:
-            self.load_state_dict(load_state(Path(folder), self.state_dict(), [FUSED], self.rank))
-        self.resumed = True
-        log.info("worker %d resumed at step %d", self.rank, self.state.step)
-        return True
+            yield Path(folder)
+
+
+class LocalCheckpoints(CheckpointSink):
+    """Checkpoints as folders ``root/<name>`` on a file system every worker sees (the
+    processes of ``torch.distributed.run`` on one machine); no restarts, so nothing resumes."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def report(self, folder: Path, metrics: Mapping[str, Any], name: str) -> None:
+        shutil.copytree(folder, self.root / name, dirs_exist_ok=True)
+        dist.barrier()  # the checkpoint is whole once every worker has copied its part
+
+    @contextmanager
+    def latest(self) -> Iterator[Path | None]:
+        yield None
 
 
 def _gather(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,25 +206,39 @@ def _gather(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def _device() -> torch.device:
-    import ray.train.torch
-
-    return ray.train.torch.get_device()
-
-
 def train_worker(request: WorkerRequest) -> None:
     """Ray Train's ``train_loop_per_worker`` (see the module docstring)."""
     import ray.train
+    import ray.train.torch
 
     context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
+    run_worker(
+        request,
+        rank=context.get_world_rank(),
+        world=context.get_world_size(),
+        local_world=context.get_local_world_size(),
+        device=ray.train.torch.get_device(),
+        checkpoints=RayCheckpoints(),
+    )
+
+
+def run_worker(
+    request: WorkerRequest,
+    *,
+    rank: int,
+    world: int,
+    local_world: int,
+    device: torch.device,
+    checkpoints: CheckpointSink,
+) -> None:
+    """One worker of a run whose process group is up (Ray Train's or ``torch.distributed.run``'s):
+    trains its part, reports checkpoints and the final state to ``checkpoints``."""
     if request.status_dir is not None:
         request.status_dir.mkdir(parents=True, exist_ok=True)
         (request.status_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
         if rank == 0:
             with open(request.status_dir / "starts", "a") as f:
                 f.write(f"{os.getpid()}\n")
-    device = _device()
     cfg = request.trainer
     distributed = cfg.distributed
     threads = max(1, int(distributed.cpus_per_worker))
@@ -185,7 +262,7 @@ def train_worker(request: WorkerRequest) -> None:
         device=device,
         sharding=distributed.sharding,
         memory_budget_gb=distributed.memory_budget_gb,
-        local_world_size=context.get_local_world_size(),
+        local_world_size=local_world,
         process_group=dist.group.WORLD,
     )
     sharded = shard_model(model, plan, device)
@@ -213,9 +290,10 @@ def train_worker(request: WorkerRequest) -> None:
         task=task,
         dense_optimizer=request.dense_optimizer,
         tracker=None,
+        checkpoints=checkpoints,
         drill=distributed.drill(),
     )
-    trainer.resume_from_ray()
+    trainer.resume_latest()
     train = shard("train", local_batch, shuffle=cfg.shuffle, seed=request.seed)
     result = trainer.fit(train)
     test, reliability = task.evaluate_with_reliability(sharded, "test")
@@ -240,11 +318,7 @@ def train_worker(request: WorkerRequest) -> None:
                 "params": sum(v.numel() for v in initial.values()),
             }
             (folder / RESULTS_FILE).write_text(json.dumps(results, default=float))
-        ray.train.report(
-            {"final": 1, "step": trainer.state.step},
-            checkpoint=ray.train.Checkpoint.from_directory(tmp),
-            checkpoint_dir_name="final",
-        )
+        checkpoints.report(folder, {"final": 1, "step": trainer.state.step}, "final")
 
 
 def _local_batch(global_batch: int, world: int) -> int:
