@@ -17,6 +17,7 @@ DCP reads whichever pieces of the saved shards each target tensor needs.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,8 @@ def load_full_model(folder: Path, model: nn.Module, key: str = "model") -> nn.Mo
     """Loads the ``key`` weights of a sharded checkpoint into the unsharded ``model`` (in this
     process, no process group needed); returns ``model``."""
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    dcp.load({key: state}, checkpoint_id=str(folder))
+    with warnings.catch_warnings():  # one process on purpose: DCP's single-process warning
+        warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
+        dcp.load({key: state}, checkpoint_id=str(folder))
     model.load_state_dict(state)
     return model

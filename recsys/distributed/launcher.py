@@ -42,7 +42,13 @@ from recsys.train.parallel import DistributedConfig
 from recsys.train.ranking_run import ModelRecipe
 from recsys.train.tracking import Tracker, numeric_metrics
 
-__all__ = ["DistributedError", "connect", "train_and_test_distributed"]
+__all__ = [
+    "DistributedError",
+    "connect",
+    "preflight",
+    "train_and_test_distributed",
+    "worker_request",
+]
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +151,7 @@ def _worker_failure(error: BaseException) -> str:
     return text[-1] if text else type(error).__name__
 
 
-def _preflight(recipe: ModelRecipe, dataset: PreparedDataset) -> tuple[nn.Module, dict]:
+def preflight(recipe: ModelRecipe, dataset: PreparedDataset) -> tuple[nn.Module, dict]:
     """The unsharded model (also the final model's shell) and the dry-run sharding plan."""
     import torch
 
@@ -168,6 +174,22 @@ def _preflight(recipe: ModelRecipe, dataset: PreparedDataset) -> tuple[nn.Module
     except ShardingError as e:
         raise DistributedError(f"sharding plan: {e}") from None
     return model, describe_plan(plan)
+
+
+def worker_request(
+    recipe: ModelRecipe, dataset: PreparedDataset, *, seed: int, status_dir: Path | None
+) -> WorkerRequest:
+    """What every worker of a run of ``recipe`` on ``dataset`` is sent."""
+    return WorkerRequest(
+        dataset_root=dataset.root,
+        build=recipe.shardable_build,  # type: ignore[arg-type]
+        init_build=recipe.build,
+        dense_optimizer=recipe.dense_optimizer,
+        sparse_optimizer=recipe.sparse_optimizer_spec,
+        trainer=recipe.trainer,
+        seed=seed,
+        status_dir=status_dir,
+    )
 
 
 def _replay_curves(tracker: Tracker | None, curves: dict[str, list[dict[str, Any]]]) -> None:
@@ -196,18 +218,9 @@ def train_and_test_distributed(
     from ray.train.torch import TorchConfig, TorchTrainer
 
     config = recipe.trainer.distributed
-    model, plan = _preflight(recipe, dataset)
+    model, plan = preflight(recipe, dataset)
     storage = (checkpoint_dir or dataset.root / "distributed").resolve() / "ray"
-    request = WorkerRequest(
-        dataset_root=dataset.root,
-        build=recipe.shardable_build,  # type: ignore[arg-type]
-        init_build=recipe.build,
-        dense_optimizer=recipe.dense_optimizer,
-        sparse_optimizer=recipe.sparse_optimizer_spec,
-        trainer=recipe.trainer,
-        seed=seed,
-        status_dir=storage / "workers",
-    )
+    request = worker_request(recipe, dataset, seed=seed, status_dir=storage / "workers")
     started = connect(config)
     t0 = time.perf_counter()
     try:

@@ -76,3 +76,18 @@ def test_a_killed_worker_is_restarted_and_the_run_continues_exactly(
         torch.testing.assert_close(value, uninterrupted[key], rtol=0, atol=0, msg=key)
     metrics = json.loads((run / "metrics.json").read_text())
     assert results["test"]["mean_auc"] == metrics["test"]["mean_auc"]
+
+
+def test_the_same_processes_launched_by_torch_distributed_run_train_the_same_model(
+    two_worker_run: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from recsys.distributed.torchrun import train_with_torchrun
+
+    root, run = two_worker_run
+    recipe, dataset = recipe_and_data(overrides(root), tmp_path)
+    model, results = train_with_torchrun(recipe, dataset, seed=0, out=tmp_path / "torchrun")
+    assert results["distributed"]["launcher"] == "torchrun"
+    assert results["train"]["workers"] == 2
+    ray_trained = torch.load(run / "model.pt", weights_only=True)
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, ray_trained[key], rtol=0, atol=0, msg=key)
