@@ -3,9 +3,9 @@
 By default :func:`quiet_libraries` drops the known lines of the libraries we compose that say
 nothing to a user of ``recsys`` (MLflow's database creation and migration INFO lines, torch's
 ``is_fx_tracing`` deprecation warning, TorchRec's ``LOCAL_WORLD_SIZE`` / ``TopologyFactory``
-warnings on one process, its planner's FutureWarning) and keeps every other warning.
-``quiet_libraries(verbose=True)``
-(``recsys -v ...``) lets everything through and turns the root logger up to INFO.
+warnings on one process, its planner's FutureWarning, Ray's token notice at each start) and
+keeps every other warning. ``quiet_libraries(verbose=True)`` (``recsys -v ...``) lets
+everything through and turns the root logger up to INFO.
 
 The filter is attached to the loggers that emit these lines (a logger's own filters apply to
 the records it creates, whatever handlers the application or Hydra configures later), so it
@@ -35,6 +35,12 @@ NOISE: tuple[tuple[str, str, int], ...] = (
     ("torchrec.distributed.planner.types", "HardwareConfig", logging.WARNING),
     ("torchrec.distributed.planner.types", "The topology was constructed", logging.WARNING),
     ("torchrec.distributed.planner.storage_reservations", "There is a known", logging.WARNING),
+    # Ray's notice at every local start that it wrote ~/.ray/auth_token
+    (
+        "ray._private.authentication.authentication_token_setup",
+        "Token authentication is enabled",
+        logging.WARNING,
+    ),
 )
 #: Python warnings of these modules (regex) and categories, dropped likewise: TorchRec's
 #: deprecation notices about its own planner options.

@@ -3,6 +3,7 @@ function and print its summary.
 
     recsys train experiment=dcn_movielens data.path=../shared/data/ml-100k
     recsys train --multirun experiment=dlrm_movielens trainer.batch_size=512,1024
+    recsys train --multirun hydra/launcher=ray experiment=... optimizer.lr=0.001,0.003
     recsys evaluate evaluate.run_dir=outputs/runs/...
     recsys data prepare data=criteo data.path=...
     recsys quickstart
@@ -57,7 +58,13 @@ def _hydra_app(config_name: str, task: Callable, argv: Sequence[str], prog: str)
     (``HYDRA_FULL_ERROR=1``), and :func:`recsys.cli.tasks.command` turns the task's errors into
     one line; either way the user sees one line, the traceback only with ``-v``."""
     import hydra
+    from hydra.core.plugins import Plugins
 
+    from hydra_plugins.recsys_ray_launcher.ray_launcher import RayLauncher
+
+    # Hydra finds plugins by walking the hydra_plugins namespace, which an editable install
+    # hides from it; registering ours makes `hydra/launcher=ray` work in every install mode
+    Plugins.instance().register(RayLauncher)
     os.environ["HYDRA_FULL_ERROR"] = "1"
     errors.STATE.prog = prog
     sys.argv = [prog, *argv]

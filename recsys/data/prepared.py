@@ -24,6 +24,7 @@ Example::
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -36,9 +37,9 @@ from typing import Any
 
 import polars as pl
 
-from recsys.data.progress import Progress
 from recsys.data.loader import ParquetBatchLoader
 from recsys.data.preprocess import FittedPreprocessor, PreprocessConfig
+from recsys.data.progress import Progress
 from recsys.data.source import ROW_COLUMN, RawSource
 from recsys.data.split import (
     SPLITS,
@@ -181,6 +182,33 @@ def prepare(
         raise ValueError("rows_per_part and row_group_size must be >= 1")
     if fingerprint is None:
         fingerprint = default_fingerprint(source, preprocess, split)
+    # processes preparing the same folder at once (the trials of a sweep) take turns: the
+    # first one writes it, the others find it done
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f".{out_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _prepare_locked(
+            source,
+            out_dir,
+            preprocess,
+            split,
+            fingerprint,
+            overwrite,
+            rows_per_part,
+            row_group_size,
+        )
+
+
+def _prepare_locked(
+    source: RawSource,
+    out_dir: Path,
+    preprocess: PreprocessConfig,
+    split: SplitConfig,
+    fingerprint: str,
+    overwrite: bool,
+    rows_per_part: int,
+    row_group_size: int,
+) -> PreparedDataset:
     manifest_path = out_dir / MANIFEST
     if manifest_path.exists() and not overwrite:
         try:

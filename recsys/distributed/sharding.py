@@ -27,9 +27,14 @@ from torchrec.distributed.embeddingbag import (
     EmbeddingBagCollectionSharder,
     ShardedEmbeddingBagCollection,
 )
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 from torchrec.distributed.planner.storage_reservations import FixedPercentageStorageReservation
-from torchrec.distributed.planner.types import PlannerError
+from torchrec.distributed.planner.types import (
+    KernelConfig,
+    PlannerError,
+    TopologyFactory,
+)
+from torchrec.distributed.planner.types import TrainerConfig as PlannerTrainerConfig
 from torchrec.distributed.types import ShardingPlan, ShardingType
 from torchrec.optim import RowWiseAdagrad
 from torchrec.sparse.jagged_tensor import KeyedTensor
@@ -155,12 +160,14 @@ def plan_sharding(
     planner finds no plan (tables over the memory budget, a sharding type not offered)."""
     cap = int(memory_budget_gb * _GIB) if memory_budget_gb is not None else None
     kind = device.type
-    topology = Topology(
-        world_size=world_size,
-        compute_device=kind,
-        local_world_size=local_world_size or world_size,
-        hbm_cap=cap if kind == "cuda" else None,
-        ddr_cap=cap if kind != "cuda" else None,
+    topology = TopologyFactory.create_topology(
+        PlannerTrainerConfig(
+            world_size=world_size,
+            local_world_size=local_world_size or world_size,
+            hbm_cap_bytes=cap if kind == "cuda" else None,
+            ddr_cap_bytes=cap if kind != "cuda" else None,
+        ),
+        kernel_config=KernelConfig(compute_device=kind),
     )
     planner = EmbeddingShardingPlanner(
         topology=topology,

@@ -6,8 +6,10 @@ artifacts beside it, so a fresh machine needs no tracking server.
 
 from __future__ import annotations
 
+import fcntl
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,12 +75,15 @@ class Tracker:
 
         self._mlflow = mlflow
         self.output_root.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        if mlflow.get_experiment_by_name(self.config.experiment) is None:
-            artifacts = (self.output_root / "mlartifacts").resolve()
-            mlflow.create_experiment(self.config.experiment, artifact_location=artifacts.as_uri())
-        mlflow.set_experiment(self.config.experiment)
-        run = mlflow.start_run(run_name=self.config.run_name)
+        with _store_lock(self.tracking_uri):
+            mlflow.set_tracking_uri(self.tracking_uri)
+            if mlflow.get_experiment_by_name(self.config.experiment) is None:
+                artifacts = (self.output_root / "mlartifacts").resolve()
+                mlflow.create_experiment(
+                    self.config.experiment, artifact_location=artifacts.as_uri()
+                )
+            mlflow.set_experiment(self.config.experiment)
+            run = mlflow.start_run(run_name=self.config.run_name)
         self.run_id = run.info.run_id
         flat = {k: str(v)[:6000] for k, v in flatten(params).items()}
         items = list(flat.items())
@@ -128,6 +133,21 @@ class Tracker:
         if self._mlflow is not None:
             self._mlflow.end_run(status=status)
             self._mlflow = None
+
+
+@contextmanager
+def _store_lock(tracking_uri: str) -> Iterator[None]:
+    """Holds a file lock next to a SQLite store while it is created or migrated and the
+    experiment made: the trials of a sweep start their runs at the same moment, and two
+    processes creating one SQLite schema (or one experiment) at once fail."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def log_export(
