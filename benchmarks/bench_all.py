@@ -47,6 +47,10 @@ SMALL: dict[str, tuple[str, list[str]]] = {
         "features_bench.py",
         ["--users", "1000", "--impressions", "10000", "--calls", "30"],
     ),
+    "distributed": (
+        "distributed_bench.py",
+        ["--rounds", "1", "--epochs", "1", "--serve-requests", "50"],
+    ),
 }
 
 
@@ -98,7 +102,7 @@ def _leaves(d: Any, prefix: str = "") -> dict[str, float]:
     return out
 
 
-_FIGURE = re.compile(r"ratio|per_s|qps|p50|p99|examples_per_sec|recall")
+_FIGURE = re.compile(r"ratio|efficiency|per_s|qps|p50|p99|examples_per_sec|recall")
 
 
 def figures(result: dict[str, Any]) -> list[tuple[str, float]]:

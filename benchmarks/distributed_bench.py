@@ -160,9 +160,9 @@ def training_summary(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
             for v in VARIANTS
         },
         "scaling_efficiency": ratio("ray_2", "ray_1", "examples_per_sec", 2.0),
-        "ray_2_vs_one_process": ratio("ray_2", "one_process", "examples_per_sec"),
-        "ray_overhead_wall": ratio("ray_2", "torchrun_2", "wall_s"),
-        "ray_vs_torchrun_in_loop": ratio("ray_2", "torchrun_2", "examples_per_sec"),
+        "ratio_ray_2_over_one_process": ratio("ray_2", "one_process", "examples_per_sec"),
+        "ratio_wall_ray_2_over_torchrun_2": ratio("ray_2", "torchrun_2", "wall_s"),
+        "ratio_ray_2_over_torchrun_2": ratio("ray_2", "torchrun_2", "examples_per_sec"),
     }
 
 
@@ -175,9 +175,9 @@ def print_training(summary: dict[str, Any], ray_start_s: float) -> None:
         )
     for key, label in (
         ("scaling_efficiency", "scaling efficiency ray_2 / (2 x ray_1), in-loop"),
-        ("ray_2_vs_one_process", "ray_2 / one_process, in-loop examples/s"),
-        ("ray_vs_torchrun_in_loop", "ray_2 / torchrun_2, in-loop examples/s"),
-        ("ray_overhead_wall", "ray_2 / torchrun_2, wall time"),
+        ("ratio_ray_2_over_one_process", "ray_2 / one_process, in-loop examples/s"),
+        ("ratio_ray_2_over_torchrun_2", "ray_2 / torchrun_2, in-loop examples/s"),
+        ("ratio_wall_ray_2_over_torchrun_2", "ray_2 / torchrun_2, wall time"),
     ):
         r = summary[key]
         print(f"{label:<52} {r['median']:.3f} (spread {r['spread']:.1%})")

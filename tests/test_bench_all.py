@@ -33,7 +33,14 @@ def test_report_has_the_machine_and_one_table_per_benchmark() -> None:
         "online": {"500": {"feast redis": {"p50_ms": 2.0, "p99_ms": 3.0, "ratio_p99": 1.25}}},
         "historical": {"feast_rows_per_s": 5000.0, "ratio_rows_per_s": 0.5, "mismatches": {}},
     }
-    assert set(bench.SMALL) == {"train", "retrieval", "inference", "backend", "features"}
+    assert set(bench.SMALL) == {
+        "train",
+        "retrieval",
+        "inference",
+        "backend",
+        "features",
+        "distributed",
+    }
     report = {
         "date": "2026-01-01",
         "machine": machine,

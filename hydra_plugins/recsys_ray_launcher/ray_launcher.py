@@ -15,8 +15,6 @@ failed trial and its overrides.
         optimizer.lr=0.001,0.003 hydra.launcher.cpus_per_trial=1
 """
 
-from __future__ import annotations
-
 import contextlib
 import io
 import logging

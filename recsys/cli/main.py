@@ -45,6 +45,8 @@ commands:
   bench inference  ranking latency: eager vs bare ONNX Runtime vs ours vs HTTP
   bench features   feature store: online fetch (Feast SQLite/Redis, fast path) vs direct Redis,
                    historical retrieval (Feast) vs a Polars join_asof
+  bench distributed  1 process vs 2 Ray Train workers vs torch.distributed.run, Ray Serve
+                   p50/p99 vs the embedded server (batching on and off)
   bench all      every benchmark at a small size, one report in benchmarks/results/
 {plugins}
 Hydra options work after the command: --multirun, --cfg job, hydra.run.dir=DIR, --help.
@@ -91,6 +93,7 @@ def _bench(argv: Sequence[str]) -> None:
         "backend": "backend_bench.py",
         "inference": "inference_bench.py",
         "features": "features_bench.py",
+        "distributed": "distributed_bench.py",
         "all": "bench_all.py",
     }
     if name not in scripts:
