@@ -24,10 +24,15 @@ Run: ``python benchmarks/distributed_bench.py`` or ``recsys bench distributed``.
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP (as the recsys command does): with active waiting, 2 OpenMP threads
+# next to any other busy process run 30-50x slower, which would hit one_process only.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import tempfile
 import time
@@ -210,6 +215,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = p.parse_args(argv)
     import ray
+
+    from recsys.apps.console import quiet_libraries
+
+    quiet_libraries()
 
     report: dict[str, Any] = {
         "machine": machine(),
