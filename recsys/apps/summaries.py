@@ -88,6 +88,12 @@ def retrieval_lines(metrics: Mapping[str, Any], metrics_path: Path) -> list[str]
     ]
     for name, result in metrics.get("baselines", {}).items():
         lines.append(f"baseline {name}: test  {retrieval_text(result['test'])}")
+    if "oracle" in metrics:  # synthetic data: ranking by the generator's true probabilities
+        oracle = metrics["oracle"]["test"]
+        lines.append(
+            f"oracle (true engagement probabilities, {oracle['users']} test users): "
+            f"test  {retrieval_text(oracle)}"
+        )
     for name, result in metrics.get("indexes", {}).items():
         if isinstance(result, Mapping):
             lines.append(

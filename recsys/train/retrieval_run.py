@@ -33,6 +33,8 @@ import torch
 
 from recsys.data.retrieval_data import RetrievalData, RetrievalDataSpec, build_retrieval_data
 from recsys.data.source import RawSource
+from recsys.data.synthetic.source import SocialSource
+from recsys.data.synthetic.world import SocialWorld
 from recsys.data.tables import PairBatches
 from recsys.models.two_tower import TwoTower, encode_items, encode_users
 from recsys.retrieval.evaluate import (
@@ -44,6 +46,7 @@ from recsys.retrieval.evaluate import (
     relevant_and_known,
 )
 from recsys.retrieval.index import IndexConfig
+from recsys.retrieval.oracle import oracle_metrics
 from recsys.train.optimizers import OptimizerFactory
 from recsys.train.run import Outcome, RunPlan, seed_everything
 from recsys.train.tasks.retrieval import RetrievalLossConfig, RetrievalTask
@@ -86,6 +89,8 @@ class RetrievalExperiment:
     data: RetrievalData | None = None
     source_name: str | None = None
     frame: pl.DataFrame | None = None
+    #: the generator's world when the source is synthetic (the oracle's truth model)
+    world: SocialWorld | None = None
 
     def prepare(self, keep_frame: bool = False) -> None:
         """Reads the source and builds the data (``keep_frame``: keep the raw events too)."""
@@ -93,7 +98,9 @@ class RetrievalExperiment:
         frame = read_frame(source)
         self.source_name = getattr(source, "name", None)
         self.data = build_retrieval_data(frame, self.interactions)
-        self.frame = frame if keep_frame else None
+        # synthetic data: keep what the oracle ceiling needs (the truth model and the events)
+        self.world = source.world if isinstance(source, SocialSource) else None
+        self.frame = frame if keep_frame or self.world is not None else None
 
     def task(self, seed: int) -> RetrievalTask:
         assert self.data is not None, "prepare() first"
@@ -168,6 +175,11 @@ class RetrievalExperiment:
             if self.indexes
             else {}
         )
+        if self.world is not None and self.frame is not None:
+            metrics["oracle"] = {
+                "test": oracle_metrics(self.world, data, self.frame, self.ks, seed=plan.seed)
+            }
+            tracker.log_metrics(numeric_metrics(metrics["oracle"]["test"], "oracle/test"))
         tracker.log_metrics(numeric_metrics(valid, "valid"))
         tracker.log_metrics(numeric_metrics(metrics["indexes"], "index"))
         return Outcome(model, metrics, curves=result.curves)
