@@ -39,6 +39,7 @@ import polars as pl
 
 from recsys.data.loader import ParquetBatchLoader
 from recsys.data.preprocess import FittedPreprocessor, PreprocessConfig
+from recsys.data.prior_stats import add_prior_stats
 from recsys.data.progress import Progress
 from recsys.data.source import ROW_COLUMN, RawSource
 from recsys.data.split import (
@@ -223,6 +224,22 @@ def _prepare_locked(
     raw_files = _write_raw(source, out_dir / "raw", split, rows_per_part, row_group_size)
     raw = pl.scan_parquet(raw_files)
     bounds = compute_boundaries(raw, key_columns(schema, split), split)
+    if preprocess.prior_stats:
+        train_rates = (
+            raw.filter(bounds.predicate("train"))
+            .select([pl.col(c).cast(pl.Float64).mean() for c in schema.labels])
+            .collect()
+            .row(0, named=True)
+        )
+        schema = add_prior_stats(
+            raw_files,
+            schema,
+            list(preprocess.prior_stats),
+            {c: float(v or 0.0) for c, v in train_rates.items()},
+            preprocess.prior_smoothing,
+            row_group_size,
+        )
+        raw = pl.scan_parquet(raw_files)
 
     artifacts = out_dir / "artifacts"
     FittedPreprocessor.fit(raw.filter(bounds.predicate("train")), schema, preprocess).save(

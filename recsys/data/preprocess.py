@@ -64,6 +64,9 @@ class PreprocessConfig:
         fill: replacement for missing dense values, in raw units (before log1p).
         log1p: ``True`` for all dense columns, or the list of columns to log-transform.
         standardize: subtract the training mean and divide by the training std.
+        prior_stats: sparse key columns whose point-in-time history (earlier events' count
+            and label rates) becomes dense features (:mod:`recsys.data.prior_stats`).
+        prior_smoothing: pseudo-events at the train rate in those label rates.
     """
 
     min_freq: int = 1
@@ -72,6 +75,8 @@ class PreprocessConfig:
     fill: float = 0.0
     log1p: bool | Sequence[str] = False
     standardize: bool = True
+    prior_stats: Sequence[str] = ()
+    prior_smoothing: float = 5.0
 
     def __post_init__(self) -> None:
         if self.min_freq < 1:
@@ -83,6 +88,10 @@ class PreprocessConfig:
                 raise ValueError(f"hash_buckets[{name!r}] must be >= 1, got {buckets}")
         if not np.isfinite(self.fill):
             raise ValueError(f"fill must be finite, got {self.fill}")
+        if isinstance(self.prior_stats, str):
+            raise ValueError(f"prior_stats must be a list of columns, got {self.prior_stats!r}")
+        if not self.prior_smoothing >= 0:
+            raise ValueError(f"prior_smoothing must be >= 0, got {self.prior_smoothing}")
 
     def log1p_columns(self, dense: Sequence[str]) -> list[str]:
         """The dense columns that get ``sign(x) * log1p(|x|)``."""
@@ -101,7 +110,11 @@ class PreprocessConfig:
             "fill": float(self.fill),
             "log1p": self.log1p if isinstance(self.log1p, bool) else list(self.log1p),
             "standardize": self.standardize,
-        }
+        } | (  # only when used: data sets prepared without them keep their fingerprint
+            {"prior_stats": list(self.prior_stats), "prior_smoothing": float(self.prior_smoothing)}
+            if self.prior_stats
+            else {}
+        )
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PreprocessConfig:
@@ -113,6 +126,8 @@ class PreprocessConfig:
             fill=float(d.get("fill", 0.0)),
             log1p=log1p if isinstance(log1p, bool) else tuple(log1p),
             standardize=bool(d.get("standardize", True)),
+            prior_stats=tuple(d.get("prior_stats", ())),
+            prior_smoothing=float(d.get("prior_smoothing", 5.0)),
         )
 
 
