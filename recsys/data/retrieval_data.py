@@ -125,9 +125,7 @@ def _list_bags(series: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     return lengths, values
 
 
-def _multi_bags(
-    lists: pl.Series, vocab: IdMap, n_rows: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _multi_bags(lists: pl.Series, vocab: IdMap, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
     """``(lengths n_rows, codes)`` of one list-valued column of ``n_rows`` entity rows: codes
     ``1..V`` of the values in ``vocab``; unknown values and nulls are left out of the bag, and an
     empty list is an empty bag."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -220,9 +220,7 @@ class CtrTableReader:
         if len(years) != 2 or years[0] >= years[1]:
             raise ValueError(f"timestamp_years must be (first, last), got {timestamp_years}")
         self.timestamp_format = timestamp_format
-        self.timestamp_bounds = tuple(
-            int(datetime(y, 1, 1, tzinfo=timezone.utc).timestamp()) for y in years
-        )
+        self.timestamp_bounds = tuple(int(datetime(y, 1, 1, tzinfo=UTC).timestamp()) for y in years)
         self.timestamp_years = years
         self.has_header = has_header
         self.separator = separator
